@@ -1,0 +1,18 @@
+"""sixty_core: the deal service, legacy and optimized, and the harness that measures both."""
+
+from __future__ import annotations
+
+from sixty_core.db.provision import Database, provision
+from sixty_core.errors import SixtyError
+from sixty_core.settings import Settings
+from sixty_core.tokens import derive_token, hash_token
+
+__all__ = [
+    "Database",
+    "Settings",
+    "SixtyError",
+    "derive_token",
+    "hash_token",
+    "provision",
+]
+__version__ = "0.1.0"

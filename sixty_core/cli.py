@@ -1,0 +1,253 @@
+"""The ``sixty`` command: a thin shell over sixty_core (``main(argv) -> int``).
+
+Exit codes: 0 success, 1 a domain error (printed as ``sixty: error: ...``), 2 bad usage,
+130 interrupted. No business logic lives here: each command parses its flags, builds
+:class:`Settings` and calls one workflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from sixty_core.db import workflow
+from sixty_core.db.migrate import migrate
+from sixty_core.db.provision import connect, provision
+from sixty_core.db.seed import seed
+from sixty_core.errors import SixtyError
+from sixty_core.settings import DB_BACKENDS, DEFAULT_SEED, DEFAULT_SEED_SCALE, Settings
+from sixty_core.types import Environ
+
+DEFAULT_TOKENS_FILE = Path(".sixty") / "tokens.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sixty",
+        description=(
+            "Benchmark and regression harness for a Postgres-backed deal service, "
+            "in a legacy and an optimized profile."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    db = commands.add_parser(
+        "db",
+        help="provision, migrate and seed Postgres",
+        description="Provision a real Postgres (embedded by default), migrate and seed it.",
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+
+    def add_db_flags(p: argparse.ArgumentParser, *, dsn: bool = False) -> None:
+        p.add_argument(
+            "--db",
+            choices=DB_BACKENDS,
+            default=None,
+            help="Postgres backend: embedded (default, no setup), container (Docker), or url "
+            "(SIXTY_DATABASE_URL); env SIXTY_DB",
+        )
+        if dsn:
+            p.add_argument(
+                "--dsn",
+                default=None,
+                help="operate on this existing database (implies --db url); env SIXTY_DATABASE_URL",
+            )
+
+    def add_seed_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--scale",
+            type=int,
+            default=DEFAULT_SEED_SCALE,
+            help=f"seed size: 5 owners and 500 deals per unit (default {DEFAULT_SEED_SCALE})",
+        )
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=DEFAULT_SEED,
+            help=f"random seed; same scale and seed give identical data (default {DEFAULT_SEED})",
+        )
+
+    check = db_commands.add_parser(
+        "check",
+        help="provision, migrate, seed, run a sanity query, tear down; print timings",
+    )
+    add_db_flags(check)
+    add_seed_flags(check)
+
+    up = db_commands.add_parser(
+        "up",
+        help="provision, migrate and seed, then keep the server running until Ctrl-C",
+    )
+    add_db_flags(up)
+    add_seed_flags(up)
+    up.add_argument(
+        "--tokens-file",
+        type=Path,
+        default=DEFAULT_TOKENS_FILE,
+        help=f"where to write the seeded owners' bearer tokens (default {DEFAULT_TOKENS_FILE})",
+    )
+
+    mig = db_commands.add_parser("migrate", help="apply pending schema migrations")
+    add_db_flags(mig, dsn=True)
+
+    sd = db_commands.add_parser(
+        "seed",
+        help="load deterministic seed data (into --dsn, or a throwaway database)",
+    )
+    add_db_flags(sd, dsn=True)
+    add_seed_flags(sd)
+    sd.add_argument(
+        "--reset", action="store_true", help="replace existing seeded data instead of refusing"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, environ: Environ | None = None) -> int:
+    """Run the ``sixty`` command line; return the process exit code."""
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        settings = _settings(args, env)
+        if getattr(args, "tokens_file", None) is not None:
+            args.tokens_file = args.tokens_file.resolve()
+        return asyncio.run(_dispatch(args, settings, out))
+    except SixtyError as exc:
+        err.print(f"[bold red]sixty: error:[/] {exc}", markup=True, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("sixty: interrupted")
+        return 130
+
+
+def _settings(args: argparse.Namespace, env: Environ) -> Settings:
+    dsn = getattr(args, "dsn", None)
+    return Settings.from_env(
+        env,
+        db_backend="url" if dsn else args.db,
+        database_url=dsn,
+        seed_scale=getattr(args, "scale", None),
+        seed=getattr(args, "seed", None),
+    )
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    if args.db_command == "check":
+        return await _db_check(settings, out)
+    if args.db_command == "up":
+        return await _db_up(settings, out, args.tokens_file)
+    if args.db_command == "migrate":
+        return await _db_migrate(settings, out)
+    return await _db_seed(settings, out, reset=args.reset)
+
+
+def _step_printer(out: Console) -> workflow.StepLog:
+    return workflow.StepLog(
+        on_step=lambda name, s: out.print(f"  [green]✓[/] {name:<14} {s * 1000:8.0f} ms")
+    )
+
+
+async def _db_check(settings: Settings, out: Console) -> int:
+    out.print(
+        f"[bold]sixty db check[/] — backend {settings.db_backend}, "
+        f"scale {settings.seed_scale}, seed {settings.seed}"
+    )
+    log = _step_printer(out)
+    result = await workflow.check(settings, log=log)
+    table = Table(title="seeded rows", show_edge=False)
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in result.seed.rows.items():
+        table.add_row(name, f"{count:,}")
+    out.print(table)
+    s = result.sanity
+    out.print(
+        f"seed: {result.seed.total_rows:,} rows in {result.seed.seconds:.3f} s "
+        f"= [bold]{result.seed.rows_per_s:,.0f} rows/s[/]"
+    )
+    out.print(
+        f"sanity: {s['owners']} owners, {s['deals']} deals, {s['sessions']} sessions, "
+        f"weighted pipeline {s['weighted_pipeline_value']:,.2f}, "
+        f"revenue-trigger mismatches {s['revenue_mismatches']}"
+    )
+    total = sum(seconds for _, seconds in log.steps)
+    if s["revenue_mismatches"]:
+        out.print("[red]FAIL[/]: the revenue trigger did not hold on every deal")
+        return 1
+    out.print(f"[bold green]OK[/] in {total:.2f} s")
+    return 0
+
+
+async def _db_up(settings: Settings, out: Console, tokens_file: Path) -> int:
+    log = _step_printer(out)
+    async with workflow.seeded_database(settings, log=log, tokens_file=tokens_file) as (
+        database,
+        report,
+    ):
+        out.print(f"[bold]Postgres ({database.backend}) is up[/]")
+        out.print(f"  DSN:         {database.dsn}")
+        out.print(f"  tokens file: {tokens_file} ({len(report.owners)} owners)")
+        out.print(f"  seeded:      {report.total_rows:,} rows ({report.rows_per_s:,.0f} rows/s)")
+        out.print("Press Ctrl-C to stop and remove it.")
+        await _wait_for_interrupt()
+        out.print("stopping…")
+    return 0
+
+
+async def _wait_for_interrupt() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _db_migrate(settings: Settings, out: Console) -> int:
+    async with provision(settings) as database:
+        conn = await connect(database.dsn)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+    if applied:
+        out.print(f"applied migrations: {', '.join(applied)} on {database.redacted_dsn}")
+    else:
+        out.print(f"schema is up to date on {database.redacted_dsn}")
+    return 0
+
+
+async def _db_seed(settings: Settings, out: Console, *, reset: bool) -> int:
+    if settings.db_backend != "url":
+        out.print(
+            f"no --dsn given: seeding a throwaway {settings.db_backend} database "
+            "(use `sixty db up` to keep one)"
+        )
+    async with provision(settings) as database:
+        conn = await connect(database.dsn)
+        try:
+            if settings.db_backend != "url":
+                await migrate(conn)
+            report = await seed(conn, scale=settings.seed_scale, seed=settings.seed, reset=reset)
+        finally:
+            await conn.close()
+    out.print(
+        f"seeded {report.total_rows:,} rows in {report.seconds:.3f} s "
+        f"({report.rows_per_s:,.0f} rows/s) into {database.redacted_dsn}"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Postgres: provisioning, schema migrations, seed data, pool and repository."""

@@ -1,0 +1,178 @@
+"""Provision a real Postgres and yield its DSN: ``embedded``, ``container`` or ``url``.
+
+One async context manager, :func:`provision`, chooses a backend by name:
+
+``embedded`` (default)
+    a throwaway server from the ``pgserver`` wheel in a temporary directory (it runs the
+    server as an unprivileged user when we are root); stopped and removed on exit.
+``container``
+    a ``testcontainers`` Postgres container (image from ``Settings.pg_image``); with
+    ``docker_network="host"`` it listens on a free loopback port so no traffic leaves
+    loopback; removed on exit.
+``url``
+    an existing server named by ``Settings.database_url``; nothing is started or stopped.
+
+Every failure becomes a :class:`ProvisionError` (or a subclass) whose message says what to
+do next and never contains a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from sixty_core.errors import ProvisionError
+from sixty_core.settings import Settings
+
+#: Bound on connecting to a freshly provisioned or given server, in seconds.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Database:
+    """A reachable Postgres: its DSN, the backend that made it and what to check it is gone.
+
+    ``server_pid`` is set for ``embedded`` (the postmaster), ``container_id`` for
+    ``container``; both are ``None`` for ``url``.
+    """
+
+    dsn: str
+    backend: str
+    server_pid: int | None = None
+    container_id: str | None = None
+
+    @property
+    def redacted_dsn(self) -> str:
+        return redact_dsn(self.dsn)
+
+
+def redact_dsn(dsn: str) -> str:
+    """Return ``dsn`` with any password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<unparseable DSN>"
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _scrub(message: str, dsn: str) -> str:
+    """Remove the DSN's password from an arbitrary error message."""
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        password = None
+    return message.replace(password, "***") if password else message
+
+
+def check_dsn(dsn: str) -> None:
+    """Raise :class:`ProvisionError` unless ``dsn`` looks like a usable Postgres URL."""
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 - parsing the port raises ValueError when it is not a number
+    except ValueError as exc:
+        raise ProvisionError(
+            f"bad database URL {redact_dsn(dsn)}: {_scrub(str(exc), dsn)}"
+        ) from None
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ProvisionError(
+            f"bad database URL {redact_dsn(dsn)}: it must start with postgresql:// "
+            "(e.g. postgresql://user:password@127.0.0.1:5432/dbname)"
+        )
+
+
+async def connect(dsn: str, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> asyncpg.Connection:
+    """Open one connection to ``dsn`` within ``timeout_s``; failures become ProvisionError."""
+    check_dsn(dsn)
+    try:
+        return await asyncpg.connect(dsn, timeout=timeout_s, command_timeout=120)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = _scrub(str(exc) or type(exc).__name__, dsn)
+        raise ProvisionError(f"cannot connect to {redact_dsn(dsn)}: {reason}") from None
+
+
+@asynccontextmanager
+async def provision(settings: Settings) -> AsyncIterator[Database]:
+    """Yield a reachable :class:`Database` from the backend ``settings.db_backend`` names.
+
+    The server (if this call started one) is stopped and removed when the block exits,
+    whether it exits normally, by an exception or by cancellation.
+    """
+    if settings.db_backend == "embedded":
+        cm = _embedded()
+    elif settings.db_backend == "container":
+        cm = _container(settings)
+    else:
+        cm = _url(settings)
+    async with cm as database:
+        yield database
+
+
+@asynccontextmanager
+async def _url(settings: Settings) -> AsyncIterator[Database]:
+    if not settings.database_url:
+        raise ProvisionError(
+            "the url backend needs a database URL: set SIXTY_DATABASE_URL or pass --dsn "
+            "(or use --db embedded, the default, for a throwaway server)"
+        )
+    conn = await connect(settings.database_url)
+    await conn.close()
+    yield Database(dsn=settings.database_url, backend="url")
+
+
+@asynccontextmanager
+async def _embedded() -> AsyncIterator[Database]:
+    pgdata = Path(tempfile.mkdtemp(prefix="sixty-pg-"))
+    try:
+        server = await asyncio.to_thread(_start_pgserver, pgdata)
+    except Exception as exc:
+        shutil.rmtree(pgdata, ignore_errors=True)
+        raise ProvisionError(
+            f"the embedded Postgres (pgserver) did not start: {exc}; try --db container or --db url"
+        ) from exc
+    try:
+        yield Database(dsn=server.get_uri(), backend="embedded", server_pid=server.get_pid())
+    finally:
+        # Shielded so a cancelled caller still stops the server instead of orphaning it.
+        await asyncio.shield(asyncio.to_thread(_stop_pgserver, server, pgdata))
+
+
+def _start_pgserver(pgdata: Path) -> Any:
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); harmless here.
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        return pgserver.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
+
+
+def _stop_pgserver(server: Any, pgdata: Path) -> None:
+    try:
+        server.cleanup()
+    finally:
+        shutil.rmtree(pgdata, ignore_errors=True)
+
+
+@asynccontextmanager
+async def _container(settings: Settings) -> AsyncIterator[Database]:
+    from sixty_core.db._container import start_container
+
+    handle = await asyncio.to_thread(
+        start_container, image=settings.pg_image, network=settings.docker_network
+    )
+    try:
+        yield Database(dsn=handle.dsn, backend="container", container_id=handle.container_id)
+    finally:
+        await asyncio.shield(asyncio.to_thread(handle.stop))

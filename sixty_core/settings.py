@@ -1,0 +1,86 @@
+"""Settings: one frozen dataclass built from an injected mapping (``os.environ`` at the edge).
+
+Nothing below the CLI reads ``os.environ``; the CLI builds :class:`Settings` once with
+:meth:`Settings.from_env` and passes it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from sixty_core.errors import ConfigError
+from sixty_core.types import Environ
+
+DB_BACKENDS = ("embedded", "container", "url")
+DEFAULT_DB_BACKEND = "embedded"
+DEFAULT_PG_IMAGE = "postgres:16"
+DEFAULT_SEED_SCALE = 1
+DEFAULT_SEED = 42
+DEFAULT_TIME_SCALE = 1.0
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_EDGE_PORT = 8001
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every knob of sixty_core, with its default visible here.
+
+    Environment variables (all optional): ``SIXTY_DB``, ``SIXTY_DATABASE_URL``,
+    ``SIXTY_PG_IMAGE``, ``SIXTY_DOCKER_NETWORK``, ``SIXTY_TIME_SCALE``.
+    """
+
+    db_backend: str = DEFAULT_DB_BACKEND
+    database_url: str | None = None
+    pg_image: str = DEFAULT_PG_IMAGE
+    docker_network: str | None = None
+    seed_scale: int = DEFAULT_SEED_SCALE
+    seed: int = DEFAULT_SEED
+    time_scale: float = DEFAULT_TIME_SCALE
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    edge_port: int = DEFAULT_EDGE_PORT
+
+    def __post_init__(self) -> None:
+        if self.db_backend not in DB_BACKENDS:
+            raise ConfigError(
+                f"unknown database backend {self.db_backend!r}: choose one of "
+                + ", ".join(DB_BACKENDS)
+            )
+        if self.seed_scale < 0:
+            raise ConfigError(f"seed scale must be >= 0, got {self.seed_scale}")
+        if not self.time_scale >= 0:
+            raise ConfigError(f"time scale must be >= 0, got {self.time_scale}")
+
+    @classmethod
+    def from_env(cls, environ: Environ, **overrides: object) -> Settings:
+        """Build settings from an environment mapping; explicit ``overrides`` win.
+
+        Overrides whose value is ``None`` are ignored, so CLI flags left unset fall back to
+        the environment and then to the defaults. Raises :class:`ConfigError` on bad values.
+        """
+        values: dict[str, object] = {}
+        if "SIXTY_DB" in environ:
+            values["db_backend"] = environ["SIXTY_DB"].strip().lower()
+        if environ.get("SIXTY_DATABASE_URL"):
+            values["database_url"] = environ["SIXTY_DATABASE_URL"]
+        if environ.get("SIXTY_PG_IMAGE"):
+            values["pg_image"] = environ["SIXTY_PG_IMAGE"]
+        if environ.get("SIXTY_DOCKER_NETWORK"):
+            values["docker_network"] = environ["SIXTY_DOCKER_NETWORK"]
+        if environ.get("SIXTY_TIME_SCALE"):
+            values["time_scale"] = _parse_float("SIXTY_TIME_SCALE", environ["SIXTY_TIME_SCALE"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None

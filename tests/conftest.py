@@ -1,0 +1,88 @@
+"""Shared fixtures: one embedded Postgres per test session, a seeded template database,
+and a fresh clone of it per test (CREATE DATABASE ... TEMPLATE is a file copy: cheap)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from sixty_core.db.migrate import migrate
+from sixty_core.db.provision import Database, connect, provision
+from sixty_core.db.seed import seed
+from sixty_core.db.template import create_database, drop_database
+from sixty_core.settings import Settings
+
+TEMPLATE_DB = "sixty_template"
+TEST_SEED = 42
+TEST_SCALE = 1
+_clone_ids = itertools.count()
+
+
+@dataclass
+class FakeClock:
+    """A monotonic clock that only moves when a test calls :meth:`tick`."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pg_server() -> AsyncIterator[Database]:
+    """One embedded Postgres for the whole session; its DSN points at the admin database."""
+    async with provision(Settings(db_backend="embedded")) as database:
+        yield database
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_db(pg_server: Database) -> str:
+    """A migrated database seeded at (TEST_SCALE, TEST_SEED), used only as a template."""
+    dsn = await create_database(pg_server.dsn, TEMPLATE_DB)
+    conn = await connect(dsn)
+    try:
+        await migrate(conn)
+        await seed(conn, scale=TEST_SCALE, seed=TEST_SEED)
+    finally:
+        await conn.close()
+    return TEMPLATE_DB
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db_dsn(pg_server: Database, template_db: str) -> AsyncIterator[str]:
+    """A DSN to a fresh, private copy of the seeded template database."""
+    name = f"t{os.getpid()}_{next(_clone_ids)}"
+    dsn = await create_database(pg_server.dsn, name, template=template_db)
+    yield dsn
+    await drop_database(pg_server.dsn, name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def empty_db_dsn(pg_server: Database) -> AsyncIterator[str]:
+    """A DSN to a fresh empty database (no schema)."""
+    name = f"e{os.getpid()}_{next(_clone_ids)}"
+    dsn = await create_database(pg_server.dsn, name)
+    yield dsn
+    await drop_database(pg_server.dsn, name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db_conn(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test's private seeded database."""
+    conn = await connect(db_dsn)
+    yield conn
+    await conn.close()

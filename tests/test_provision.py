@@ -1,0 +1,106 @@
+"""Provisioning contract: every backend yields a working Postgres and leaves nothing behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from sixty_core.db.migrate import migrate
+from sixty_core.db.provision import Database, check_dsn, connect, provision, redact_dsn
+from sixty_core.db.seed import seed
+from sixty_core.errors import ProvisionError
+from sixty_core.settings import Settings
+
+
+def _docker_available() -> bool:
+    try:
+        from sixty_core.db._container import docker_available
+    except ImportError:
+        return False
+    return docker_available()
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs; a zombie (this sandbox's init does not reap) counts as gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _backends() -> Iterator[object]:
+    yield "embedded"
+    yield "url"
+    yield pytest.param(
+        "container",
+        marks=[
+            pytest.mark.container,
+            pytest.mark.skipif(not _docker_available(), reason="no Docker engine reachable"),
+        ],
+    )
+
+
+@pytest.fixture(params=list(_backends()))
+def backend_settings(request: pytest.FixtureRequest, pg_server: Database) -> Settings:
+    backend = request.param
+    if backend == "url":
+        # Any DSN will do for the url backend; the session's embedded server stands in.
+        return Settings(db_backend="url", database_url=pg_server.dsn)
+    import os
+
+    return Settings.from_env(os.environ, db_backend=backend)
+
+
+async def test_backend_contract(backend_settings: Settings) -> None:
+    """A backend connects, migrates, seeds, answers a query, and is gone afterwards."""
+    async with provision(backend_settings) as database:
+        conn = await connect(database.dsn)
+        try:
+            if backend_settings.db_backend != "url":
+                await migrate(conn)
+                report = await seed(conn, scale=0, seed=7)
+                assert report.rows["deal_stages"] == 5
+                assert await conn.fetchval("SELECT count(*) FROM deal_stages") == 5
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+    if database.backend == "embedded":
+        assert database.server_pid is not None
+        assert not _alive(database.server_pid)
+    if database.backend == "container":
+        import docker
+
+        client = docker.from_env()
+        ids = [c.id for c in client.containers.list(all=True)]
+        assert database.container_id not in ids
+
+
+async def test_url_backend_without_url_says_what_to_set() -> None:
+    """The url backend with no DSN names SIXTY_DATABASE_URL and the embedded alternative."""
+    with pytest.raises(ProvisionError, match="SIXTY_DATABASE_URL"):
+        async with provision(Settings(db_backend="url")):
+            pass
+
+
+async def test_bad_dsn_message_never_echoes_the_password() -> None:
+    """A DSN with a wrong port or host is refused with the password redacted."""
+    secret = "hunter2-very-secret"
+    for dsn in (f"postgresql://u:{secret}@127.0.0.1:1/x", f"postgresql://u:{secret}@h:zz/x"):
+        with pytest.raises(ProvisionError) as info:
+            await connect(dsn, timeout_s=2)
+        assert secret not in str(info.value)
+        assert "***" in str(info.value)
+
+
+def test_non_postgres_scheme_is_refused() -> None:
+    """Only postgresql:// URLs are accepted, with an example of a good one."""
+    with pytest.raises(ProvisionError, match="postgresql://"):
+        check_dsn("mysql://root:pw@localhost/db")
+
+
+def test_redact_dsn_keeps_everything_but_the_password() -> None:
+    """Redaction replaces just the password."""
+    assert redact_dsn("postgresql://u:pw@h:5/db?x=1") == "postgresql://u:***@h:5/db?x=1"
+    assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
