@@ -1,0 +1,510 @@
+"""Specification of sixty_core.cache: LRU+TTL namespaces, tags, single-flight, stale-set safety."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+import pytest
+
+from sixty_core.cache import DEFAULT_NAMESPACES, Cache, NamespaceConfig, query_key
+from sixty_core.errors import ConfigError
+
+
+class FakeClock:
+    """A monotonic clock that only moves when told to."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_cache(maxsize: int = 8, ttl_s: float = 60.0) -> tuple[Cache, FakeClock]:
+    clock = FakeClock()
+    namespaces = [NamespaceConfig("a", maxsize, ttl_s), NamespaceConfig("b", maxsize, ttl_s)]
+    return Cache(namespaces, clock=clock), clock
+
+
+class Gate:
+    """A loader that counts its calls and blocks until released."""
+
+    def __init__(self, value: Any = "v") -> None:
+        self.value = value
+        self.calls = 0
+        self.cancelled = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        try:
+            await asyncio.wait_for(self.release.wait(), timeout=5)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return self.value
+
+
+async def settle() -> None:
+    """Let every ready task run a few steps."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_default_namespaces_are_bounded_with_documented_ttls() -> None:
+    """The defaults hold stages 1 h, owners and companies 15 min, sessions 60 s, queries 5 min."""
+    ttl = {c.name: c.ttl_s for c in DEFAULT_NAMESPACES}
+    assert ttl == {"stages": 3600, "owners": 900, "companies": 900, "sessions": 60, "queries": 300}
+    assert all(c.maxsize >= 1 for c in DEFAULT_NAMESPACES)
+    assert set(Cache().get_stats()["namespaces"]) == set(ttl)
+
+
+def test_unknown_namespace_raises_config_error_naming_it() -> None:
+    """Every operation on an unknown namespace raises ConfigError naming it."""
+    cache, _ = make_cache()
+    with pytest.raises(ConfigError, match="'nope'"):
+        cache.get("nope", 1)
+    with pytest.raises(ConfigError):
+        cache.set("nope", 1, 1)
+    with pytest.raises(ConfigError):
+        cache.clear("nope")
+
+
+def test_bad_namespace_configs_are_rejected() -> None:
+    """Zero maxsize, non-positive TTL and duplicate names raise ValueError."""
+    with pytest.raises(ValueError, match="maxsize"):
+        NamespaceConfig("x", 0, 1.0)
+    with pytest.raises(ValueError, match="ttl_s"):
+        NamespaceConfig("x", 1, 0.0)
+    with pytest.raises(ValueError, match="duplicate"):
+        Cache([NamespaceConfig("x", 1, 1.0), NamespaceConfig("x", 2, 1.0)])
+
+
+# -- LRU, TTL, tags, clear, shrink ----------------------------------------------------------
+
+
+def test_get_refreshes_recency_so_the_other_key_is_evicted() -> None:
+    """A full namespace evicts the least recently used key, and a get counts as a use."""
+    cache, _ = make_cache(maxsize=2)
+    cache.set("a", "k1", 1)
+    cache.set("a", "k2", 2)
+    assert cache.get("a", "k1") == (True, 1)
+    cache.set("a", "k3", 3)
+    assert cache.get("a", "k2") == (False, None)
+    assert cache.get("a", "k1") == (True, 1)
+    assert cache.get_stats()["namespaces"]["a"]["evictions"] == 1
+
+
+def test_entry_is_served_until_its_ttl_and_then_expires() -> None:
+    """An entry is a hit at 59.9 s and a counted expiry at 60.1 s."""
+    cache, clock = make_cache(ttl_s=60.0)
+    cache.set("a", "k", "v")
+    clock.tick(59.9)
+    assert cache.get("a", "k") == (True, "v")
+    clock.tick(0.2)
+    assert cache.get("a", "k") == (False, None)
+    stats = cache.get_stats()
+    assert (stats["cache_expirations"], stats["cache_entries"]) == (1, 0)
+
+
+async def test_expiry_reloads_at_most_once_per_ttl() -> None:
+    """Across K TTL expiries of a hot key, the loader runs K+1 times."""
+    cache, clock = make_cache(ttl_s=10.0)
+    calls = 0
+
+    async def loader() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    for _ in range(4):
+        for _ in range(20):
+            await cache.get_or_load("a", "k", loader)
+            clock.tick(0.1)
+        clock.tick(10.0)
+    assert calls == 4
+
+
+def test_invalidate_tags_drops_tagged_entries_in_every_namespace_only() -> None:
+    """invalidate_tags("owner:A") drops A's entries in all namespaces and keeps B's."""
+    cache, _ = make_cache()
+    cache.set("a", 1, "a1", tags=["owner:A", "table:deals"])
+    cache.set("b", 2, "a2", tags=["owner:A"])
+    cache.set("a", 3, "b1", tags=["owner:B", "table:deals"])
+    cache.set("a", 4, "untagged")
+    assert cache.invalidate_tags("owner:A") == 2
+    assert [cache.get(ns, k)[0] for ns, k in [("a", 1), ("b", 2), ("a", 3), ("a", 4)]] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert cache.invalidate_tags("table:deals") == 1
+    assert cache.get_stats()["cache_invalidations"] == 3
+
+
+def test_overwriting_an_entry_replaces_its_tags() -> None:
+    """A set with new tags forgets the old ones, so the old tag no longer reaches it."""
+    cache, _ = make_cache()
+    cache.set("a", 1, "x", tags=["t:old"])
+    cache.set("a", 1, "y", tags=["t:new"])
+    assert cache.invalidate_tags("t:old") == 0
+    assert cache.invalidate_tags("t:new") == 1
+
+
+def test_invalidate_and_clear_drop_entries() -> None:
+    """invalidate drops one key, clear(ns) one namespace, clear() everything."""
+    cache, _ = make_cache()
+    cache.preload("a", {1: "x", 2: "y"}, tags=["t"])
+    cache.preload("b", {1: "z"})
+    assert cache.invalidate("a", 1) is True
+    assert cache.invalidate("a", 1) is False
+    assert cache.clear("a") == 1
+    assert cache.get("b", 1) == (True, "z")
+    assert cache.invalidate_tags("t") == 0  # the tag index was cleared with the entries
+    assert cache.clear() == 1
+    assert cache.get_stats()["cache_entries"] == 0
+
+
+def test_shrink_evicts_the_least_recently_used_fraction() -> None:
+    """shrink(0.5) evicts half of each namespace, oldest first, and reports how many."""
+    cache, _ = make_cache(maxsize=100)
+    cache.preload("a", {i: i for i in range(10)})
+    cache.preload("b", {i: i for i in range(3)})
+    cache.get("a", 0)  # now the most recently used
+    assert cache.shrink(0.5) == 5 + 2
+    assert [k for k in range(10) if cache.get("a", k)[0]] == [0, 6, 7, 8, 9]
+    assert cache.shrink(0.0) == 0
+    with pytest.raises(ValueError, match="fraction"):
+        cache.shrink(1.5)
+
+
+def test_many_keys_never_exceed_maxsize() -> None:
+    """Ten thousand distinct keys leave at most maxsize entries per namespace."""
+    cache, _ = make_cache(maxsize=50)
+    for i in range(10_000):
+        cache.set("a", i, i, tags=[f"t{i}"])
+    stats = cache.get_stats()
+    assert stats["namespaces"]["a"]["entries"] == 50
+    assert stats["cache_evictions"] == 10_000 - 50
+
+
+def test_stats_count_hits_misses_and_reset() -> None:
+    """get_stats reports totals, a hit rate of 0.0 without traffic, and reset_stats zeroes it."""
+    cache, _ = make_cache()
+    assert cache.get_stats()["cache_hit_rate"] == 0.0
+    cache.set("a", 1, 1)
+    cache.get("a", 1)
+    cache.get("a", 1)
+    cache.get("a", 2)
+    cache.get("b", 2)
+    stats = cache.get_stats()
+    assert (stats["cache_hits"], stats["cache_misses"], stats["cache_hit_rate"]) == (2, 2, 0.5)
+    assert (
+        stats["namespaces"]["a"].items()
+        >= {
+            "hits": 2,
+            "misses": 1,
+            "entries": 1,
+            "maxsize": 8,
+            "ttl_s": 60.0,
+        }.items()
+    )
+    for key in ["loads", "load_errors", "evictions", "expirations", "invalidations"]:
+        assert stats[f"cache_{key}"] == 0
+    cache.reset_stats()
+    stats = cache.get_stats()
+    assert (stats["cache_hits"], stats["cache_misses"], stats["cache_entries"]) == (0, 0, 1)
+
+
+# -- get_or_load: single-flight, errors, cancellation -------------------------------------
+
+
+async def test_200_concurrent_misses_run_the_loader_once() -> None:
+    """Two hundred concurrent misses of one key share one load and all get its result."""
+    cache, _ = make_cache()
+    gate = Gate(value={"id": 7})
+    waiters = [asyncio.create_task(cache.get_or_load("a", "k", gate)) for _ in range(200)]
+    await settle()
+    gate.release.set()
+    results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+    assert gate.calls == 1
+    assert all(r is results[0] for r in results)
+    stats = cache.get_stats()
+    assert (stats["cache_misses"], stats["cache_loads"], stats["cache_entries"]) == (200, 1, 1)
+    assert await cache.get_or_load("a", "k", gate) == {"id": 7}
+    assert gate.calls == 1
+
+
+async def test_loader_errors_reach_every_waiter_and_are_not_cached() -> None:
+    """A failing load raises in every waiter, is counted, and the next call loads again."""
+    cache, _ = make_cache()
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        if calls == 1:
+            raise RuntimeError("boom")
+        return "ok"
+
+    results = await asyncio.gather(
+        *(cache.get_or_load("a", "k", flaky) for _ in range(3)), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [RuntimeError] * 3
+    assert await cache.get_or_load("a", "k", flaky) == "ok"
+    stats = cache.get_stats()
+    assert (calls, stats["cache_load_errors"], stats["cache_loads"]) == (2, 1, 2)
+
+
+async def test_cancelling_one_waiter_keeps_the_shared_load() -> None:
+    """Cancelling one of three waiters leaves the load running for the other two."""
+    cache, _ = make_cache()
+    gate = Gate()
+    waiters = [asyncio.create_task(cache.get_or_load("a", "k", gate)) for _ in range(3)]
+    await settle()
+    waiters[0].cancel()
+    await settle()
+    gate.release.set()
+    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), timeout=5)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1:] == ["v", "v"]
+    assert (gate.calls, gate.cancelled) == (1, 0)
+    assert cache.get("a", "k") == (True, "v")
+
+
+async def test_cancelling_every_waiter_cancels_the_load_and_caches_nothing() -> None:
+    """When all waiters are cancelled the load is cancelled, not cached, and reloads next time."""
+    cache, _ = make_cache()
+    gate = Gate()
+    waiters = [asyncio.create_task(cache.get_or_load("a", "k", gate)) for _ in range(3)]
+    await settle()
+    for w in waiters:
+        w.cancel()
+    await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), timeout=5)
+    await settle()
+    assert (gate.calls, gate.cancelled) == (1, 1)
+    assert cache.get("a", "k") == (False, None)
+    assert cache.get_stats()["cache_loads_in_flight"] == 0
+    gate.release.set()
+    assert await cache.get_or_load("a", "k", gate) == "v"
+    assert gate.calls == 2
+
+
+async def test_waiter_cancelled_before_the_load_starts_leaves_nothing_running() -> None:
+    """A load cancelled before its first step is still accounted as finished."""
+    cache, _ = make_cache()
+    gate = Gate()
+    # Drive the coroutine by hand so the waiter is cancelled before the load task ever runs.
+    coro = cache.get_or_load("a", "k", gate)
+    coro.send(None)
+    with pytest.raises(asyncio.CancelledError):
+        coro.throw(asyncio.CancelledError())
+    await settle()
+    assert gate.calls == 0
+    assert cache.get_stats()["cache_loads_in_flight"] == 0
+    assert cache.get("a", "k") == (False, None)
+
+
+# -- stale-set protection (guava#1881) ------------------------------------------------------
+
+Write = Callable[[Cache], object]
+WRITES: dict[str, Write] = {
+    "invalidate": lambda c: c.invalidate("a", "k"),
+    "invalidate_tags": lambda c: c.invalidate_tags("owner:A"),
+    "clear_ns": lambda c: c.clear("a"),
+    "clear_all": lambda c: c.clear(),
+    "set": lambda c: c.set("a", "k", "fresh"),
+}
+
+
+@pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
+async def test_load_overtaken_by_a_write_is_returned_but_not_stored(write: Write) -> None:
+    """A load in flight during a write still answers its caller but does not repopulate."""
+    cache, _ = make_cache()
+    gate = Gate(value="old")
+    waiter = asyncio.create_task(cache.get_or_load("a", "k", gate, tags=["owner:A"]))
+    await settle()
+    write(cache)
+    gate.release.set()
+    assert await asyncio.wait_for(waiter, timeout=5) == "old"
+    assert cache.get("a", "k")[1] != "old"
+    assert cache.get_stats()["cache_stale_discards"] == 1
+
+
+@pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
+async def test_caller_after_a_write_does_not_join_the_older_load(write: Write) -> None:
+    """A get_or_load arriving after a write starts its own load instead of joining the stale one."""
+    cache, _ = make_cache()
+    old, new = Gate(value="old"), Gate(value="new")
+    first = asyncio.create_task(cache.get_or_load("a", "k", old, tags=["owner:A"]))
+    await settle()
+    write(cache)
+    cache.invalidate("a", "k")  # drop what `set` stored, so the next call misses
+    second = asyncio.create_task(cache.get_or_load("a", "k", new, tags=["owner:A"]))
+    await settle()
+    new.release.set()
+    assert await asyncio.wait_for(second, timeout=5) == "new"
+    old.release.set()
+    assert await asyncio.wait_for(first, timeout=5) == "old"
+    assert (old.calls, new.calls) == (1, 1)
+    assert cache.get("a", "k") == (True, "new")
+
+
+async def test_unrelated_writes_do_not_discard_a_load() -> None:
+    """Writes to another key, tag or namespace leave a load free to store its result."""
+    cache, _ = make_cache()
+    gate = Gate()
+    waiter = asyncio.create_task(cache.get_or_load("a", "k", gate, tags=["owner:A"]))
+    await settle()
+    cache.invalidate("a", "other")
+    cache.invalidate_tags("owner:B")
+    cache.clear("b")
+    gate.release.set()
+    await asyncio.wait_for(waiter, timeout=5)
+    assert cache.get("a", "k") == (True, "v")
+
+
+class NaiveCache:
+    """Cache-aside without generations: the pattern guava#1881 shows to be wrong."""
+
+    def __init__(self) -> None:
+        self.data: dict[Hashable, Any] = {}
+
+    async def get_or_load(
+        self, ns: str, key: Hashable, loader: Callable[[], Awaitable[Any]], **_: Any
+    ) -> Any:
+        if key not in self.data:
+            self.data[key] = await loader()
+        return self.data[key]
+
+    def invalidate(self, ns: str, key: Hashable) -> None:
+        self.data.pop(key, None)
+
+    def invalidate_tags(self, *tags: str) -> None:
+        self.data.clear()
+
+
+async def read_your_writes_race(cache: Any, rng: random.Random, use_tags: bool) -> int:
+    """Trino's testInvalidateAndLoadConcurrently: return the number of stale reads seen.
+
+    Each writer multiplies the remote value by its prime, invalidates, then reads through the
+    cache; a read not divisible by the writer's prime is older than the writer's own write.
+    """
+    remote = [1]
+
+    async def yields() -> None:
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+
+    async def loader() -> int:
+        await yields()
+        value = remote[0]
+        await yields()
+        return value
+
+    async def writer(prime: int) -> bool:
+        await yields()
+        remote[0] *= prime
+        await yields()
+        if use_tags:
+            cache.invalidate_tags("table:deals")
+        else:
+            cache.invalidate("queries", "k")
+        await yields()  # lets an older load finish (and try to store) before this read
+        value = await cache.get_or_load("queries", "k", loader, tags=["table:deals"])
+        return bool(value % prime)
+
+    async def reader() -> bool:
+        await yields()
+        await cache.get_or_load("queries", "k", loader, tags=["table:deals"])
+        return False
+
+    jobs = [writer(p) for p in (2, 3, 5, 7)] + [reader() for _ in range(3)]
+    rng.shuffle(jobs)
+    stale = sum(await asyncio.gather(*jobs))
+    final = await cache.get_or_load("queries", "k", loader, tags=["table:deals"])
+    return stale + int(final != remote[0])
+
+
+@pytest.mark.parametrize("use_tags", [False, True], ids=["invalidate", "invalidate_tags"])
+async def test_reads_after_a_write_never_see_older_values(use_tags: bool) -> None:
+    """Over 1000 random interleavings, no reader sees a value older than its own write."""
+    stale = 0
+    for seed in range(1000):
+        cache = Cache(clock=FakeClock())
+        stale += await read_your_writes_race(cache, random.Random(seed), use_tags)
+    assert stale == 0
+
+
+async def test_race_harness_catches_the_naive_cache() -> None:
+    """The same race harness finds stale reads in naive cache-aside, so it can fail."""
+    stale = 0
+    for seed in range(200):
+        stale += await read_your_writes_race(NaiveCache(), random.Random(seed), False)
+    assert stale > 0
+
+
+async def test_write_stamps_are_kept_only_for_keys_and_tags_being_loaded() -> None:
+    """Stamps for stale-set checks exist only for keys and tags a running load depends on."""
+    cache, _ = make_cache()
+    gate = Gate()
+    waiter = asyncio.create_task(cache.get_or_load("a", "k", gate, tags=["t:k"]))
+    await settle()
+    for i in range(1000):
+        cache.invalidate("a", i)
+        cache.invalidate_tags(f"t{i}")
+    assert (cache._key_stamps, cache._tag_stamps) == ({}, {})
+    cache.invalidate("a", "k")
+    cache.invalidate_tags("t:k")
+    assert (len(cache._key_stamps), len(cache._tag_stamps)) == (1, 1)
+    gate.release.set()
+    await asyncio.wait_for(waiter, timeout=5)
+    await settle()
+    assert (cache._key_stamps, cache._tag_stamps) == ({}, {})
+    assert (cache._watched_keys, cache._watched_tags) == ({}, {})
+
+
+# -- query keys -----------------------------------------------------------------------------
+
+
+def test_query_key_uses_the_full_sql() -> None:
+    """Two queries sharing a 150-character prefix get different keys."""
+    prefix = "SELECT d.id, d.name, d.value FROM deals d WHERE " + "d.owner_id = $1 AND " * 6
+    assert len(prefix) > 150
+    assert query_key(prefix + "d.stage_id = $2", [1, 2]) != query_key(prefix + "true", [1, 2])
+
+
+def test_query_key_collapses_whitespace_outside_quotes_only() -> None:
+    """Whitespace runs collapse and ends strip, but quoted text is kept verbatim."""
+    assert query_key("  SELECT *\n\tFROM   deals ", []) == query_key("SELECT * FROM deals", [])
+    assert query_key("SELECT 'a  b'", []) != query_key("SELECT 'a b'", [])
+    assert query_key('SELECT "x  y"', []) != query_key('SELECT "x y"', [])
+
+
+def test_query_key_distinguishes_parameter_types() -> None:
+    """1, 1.0, True and "1" (and list vs tuple) give four different keys."""
+    keys = {query_key("SELECT $1", [p]) for p in (1, 1.0, True, "1")}
+    assert len(keys) == 4
+    assert query_key("SELECT $1", [[1]]) != query_key("SELECT $1", [(1,)])
+    assert query_key("SELECT $1, $2", [1, 2]) != query_key("SELECT $1, $2", [2, 1])
+
+
+def test_query_key_freezes_unhashable_params_deterministically() -> None:
+    """Lists, dicts and sets become hashable keys that ignore dict and set order."""
+    a = query_key("SELECT $1, $2, $3", [[1, [2]], {"x": 1, "y": [2]}, {3, 4}])
+    b = query_key("SELECT $1, $2, $3", [[1, [2]], {"y": [2], "x": 1}, {4, 3}])
+    assert a == b
+    assert hash(a) == hash(b)
+    with pytest.raises(TypeError, match="bytearray"):
+        query_key("SELECT $1", [bytearray(b"x")])
