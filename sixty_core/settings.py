@@ -21,6 +21,11 @@ DEFAULT_TIME_SCALE = 1.0
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_EDGE_PORT = 8001
+DEFAULT_EDGE_DEADLINE_S = 2.0
+DEFAULT_MEMORY_WARNING_MB = 100.0
+DEFAULT_MEMORY_CRITICAL_MB = 200.0
+#: Period of the original's per-session "performance monitor" timer, in seconds.
+DEFAULT_SESSION_MONITOR_PERIOD_S = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +33,7 @@ class Settings:
     """Every knob of sixty_core, with its default visible here.
 
     Environment variables (all optional): ``SIXTY_DB``, ``SIXTY_DATABASE_URL``,
-    ``SIXTY_PG_IMAGE``, ``SIXTY_DOCKER_NETWORK``, ``SIXTY_TIME_SCALE``.
+    ``SIXTY_PG_IMAGE``, ``SIXTY_DOCKER_NETWORK``, ``SIXTY_TIME_SCALE``, ``SIXTY_EDGE_URL``.
     """
 
     db_backend: str = DEFAULT_DB_BACKEND
@@ -41,6 +46,12 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     edge_port: int = DEFAULT_EDGE_PORT
+    edge_url: str | None = None
+    edge_deadline_s: float = DEFAULT_EDGE_DEADLINE_S
+    memory_warning_mb: float = DEFAULT_MEMORY_WARNING_MB
+    memory_critical_mb: float = DEFAULT_MEMORY_CRITICAL_MB
+    session_monitor_period_s: float = DEFAULT_SESSION_MONITOR_PERIOD_S
+    application_name: str = "sixty"
 
     def __post_init__(self) -> None:
         if self.db_backend not in DB_BACKENDS:
@@ -69,6 +80,8 @@ class Settings:
             values["pg_image"] = environ["SIXTY_PG_IMAGE"]
         if environ.get("SIXTY_DOCKER_NETWORK"):
             values["docker_network"] = environ["SIXTY_DOCKER_NETWORK"]
+        if environ.get("SIXTY_EDGE_URL"):
+            values["edge_url"] = environ["SIXTY_EDGE_URL"]
         if environ.get("SIXTY_TIME_SCALE"):
             values["time_scale"] = _parse_float("SIXTY_TIME_SCALE", environ["SIXTY_TIME_SCALE"])
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -4,16 +4,14 @@ fault-injectable edge upstream, and the legacy and optimized clients over real H
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sixty_core.breaker import BreakerState, CircuitBreaker
@@ -111,46 +109,7 @@ def answer(status: int, body: object, **headers: str) -> tuple[int, list[bytes],
     return status, [raw], {"content-type": "application/json", **headers}
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves pytest's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 Serve = Callable[[ASGIApp], Awaitable[str]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start ASGI apps under real uvicorn servers on free 127.0.0.1 ports; stop them after."""
-    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
-
-    async def start(app: ASGIApp) -> str:
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when
-        # the listener's proto says TCP; with proto 0 every keep-alive request pays ~40 ms.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, lifespan="off", ws="none", access_log=False, log_level="warning"
-        )
-        config.timeout_graceful_shutdown = 2
-        server = _QuietServer(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"edge-test-{port}")
-        running.append((server, task))
-        async with asyncio.timeout(10):
-            while not server.started:
-                assert not task.done(), "uvicorn exited during startup"
-                await asyncio.sleep(0.01)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, _ in running:
-        server.should_exit = True
-    async with asyncio.timeout(15):
-        await asyncio.gather(*(task for _, task in running))
 
 
 async def edge_stats(base_url: str) -> dict[str, int]:
