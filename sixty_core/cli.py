@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from rich.console import Console
@@ -106,6 +108,60 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument(
         "--reset", action="store_true", help="replace existing seeded data instead of refusing"
     )
+    serve = commands.add_parser(
+        "serve",
+        help="run the deal API and its edge upstream on loopback until Ctrl-C",
+        description="Provision and seed Postgres (unless --dsn), start the edge upstream and "
+        "the deal service (uvicorn) on 127.0.0.1, print their URLs and where the "
+        "bearer tokens are; Ctrl-C stops everything.",
+    )
+    serve.add_argument(
+        "--profile",
+        default="optimized",
+        help="legacy, optimized, optimized-no-FLAG or legacy+FLAG (default optimized)",
+    )
+    add_db_flags(serve, dsn=True)
+    serve.add_argument(
+        "--seed-scale",
+        dest="scale",
+        type=int,
+        default=DEFAULT_SEED_SCALE,
+        help=f"seed size when provisioning (default {DEFAULT_SEED_SCALE})",
+    )
+    serve.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    serve.add_argument("--port", type=int, default=None, help="service port (default: free)")
+    serve.add_argument("--edge-port", type=int, default=None, help="edge port (default: free)")
+    serve.add_argument(
+        "--time-scale",
+        type=float,
+        default=None,
+        help="multiplies the delays that only reproduce the original "
+        "(legacy retry backoff, edge latency); default 1.0",
+    )
+    serve.add_argument(
+        "--edge-failure-rate",
+        type=float,
+        default=0.0,
+        help="share of edge create calls answered 503 (0..1)",
+    )
+    serve.add_argument(
+        "--edge-hang-probability",
+        type=float,
+        default=0.0,
+        help="share of edge create calls that never answer (0..1)",
+    )
+    serve.add_argument(
+        "--edge-latency-ms",
+        type=float,
+        default=0.0,
+        help="median edge latency (lognormal, sigma 0.5)",
+    )
+    serve.add_argument(
+        "--tokens-file",
+        type=Path,
+        default=DEFAULT_TOKENS_FILE,
+        help=f"where to write the bearer tokens (default {DEFAULT_TOKENS_FILE})",
+    )
     return parser
 
 
@@ -136,10 +192,13 @@ def _settings(args: argparse.Namespace, env: Environ) -> Settings:
         database_url=dsn,
         seed_scale=getattr(args, "scale", None),
         seed=getattr(args, "seed", None),
+        time_scale=getattr(args, "time_scale", None),
     )
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    if args.command == "serve":
+        return await _serve(args, settings, out)
     if args.db_command == "check":
         return await _db_check(settings, out)
     if args.db_command == "up":
@@ -247,6 +306,75 @@ async def _db_seed(settings: Settings, out: Console, *, reset: bool) -> int:
         f"({report.rows_per_s:,.0f} rows/s) into {database.redacted_dsn}"
     )
     return 0
+
+
+async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from sixty_core.harness.servers import EdgeOptions, Supervisor
+    from sixty_core.profiles import FLAGS, resolve_profile
+
+    profile = resolve_profile(args.profile)
+    edge = EdgeOptions(
+        failure_rate=args.edge_failure_rate,
+        hang_probability=args.edge_hang_probability,
+        latency_ms=args.edge_latency_ms,
+        latency_sigma=0.5 if args.edge_latency_ms else 0.0,
+    )
+    log = _step_printer(out)
+    async with AsyncExitStack() as stack:
+        if settings.db_backend == "url":
+            database = await stack.enter_async_context(provision(settings))
+            conn = await connect(database.dsn)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
+            out.print("using the given database as it is (run `sixty db seed` to seed it)")
+        else:
+            database, _report = await stack.enter_async_context(
+                workflow.seeded_database(settings, log=log, tokens_file=args.tokens_file)
+            )
+        supervisor = Supervisor(
+            database.dsn,
+            profile.name,
+            time_scale=settings.time_scale,
+            port=args.port,
+            edge_port=args.edge_port,
+            edge=edge,
+        )
+        with log.step("start servers"):
+            await asyncio.to_thread(supervisor.start)
+        stack.callback(supervisor.stop)
+        out.print(
+            f"[bold]sixty serve[/] — profile [bold]{profile.name}[/] "
+            f"({', '.join(f for f in FLAGS if f in profile.flags) or 'no optimizations'})"
+        )
+        out.print(
+            f"  service: {supervisor.service_url}   (OpenAPI: "
+            f"{supervisor.service_url}/openapi.json, metrics: /metrics)"
+        )
+        out.print(f"  edge:    {supervisor.edge_url}")
+        out.print(f"  tokens:  {args.tokens_file}")
+        out.print(f"  logs:    {supervisor.log_dir}")
+        owner_token = _first_non_admin(args.tokens_file)
+        if owner_token is not None:
+            out.print(f"  try:     export TOKEN={owner_token}")
+            out.print(
+                f'           curl -H "Authorization: Bearer $TOKEN" '
+                f"'{supervisor.service_url}/api/deals?limit=2'"
+            )
+        out.print("Press Ctrl-C to stop.")
+        await _wait_for_interrupt()
+        out.print("stopping…")
+    return 0
+
+
+def _first_non_admin(tokens_file: Path) -> str | None:
+    """The token of the first non-admin seeded owner, if a tokens file was written."""
+    try:
+        owners = json.loads(tokens_file.read_text())["owners"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return next((o["token"] for o in owners if not o["is_admin"]), None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 import pytest
@@ -106,7 +107,7 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[str]]]:
     """Start ASGI apps under real uvicorn servers on free 127.0.0.1 ports; stop them after."""
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
-    async def start(app: ASGIApp, lifespan: str = "off") -> str:
+    async def start(app: ASGIApp, lifespan: Literal["auto", "on", "off"] = "off") -> str:
         # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when
         # the listener's proto says TCP; with proto 0 every keep-alive request pays ~40 ms.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

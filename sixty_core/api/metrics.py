@@ -1,0 +1,157 @@
+"""``GET /metrics``: pool, cache, auth, edge, memory, feed and per-endpoint figures in
+Prometheus text format.
+
+A custom collector reads every component's ``get_stats()`` at scrape time into a registry
+owned by the app (never the process-global one, so two apps in one process do not clash).
+Names carry units (``_seconds``, ``_bytes``, ``_total``) per Prometheus conventions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sixty_core.api.components import Components
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _gauge(name: str, doc: str, value: float, **labels: str) -> GaugeMetricFamily:
+    metric = GaugeMetricFamily(name, doc, labels=list(labels))
+    metric.add_metric(list(labels.values()), value)
+    return metric
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+class ComponentsCollector(Collector):
+    """Turns the components' stats dicts into metric families at each scrape."""
+
+    def __init__(self, comp: Components) -> None:
+        self._comp = comp
+
+    def collect(self) -> Iterator[Metric]:
+        comp = self._comp
+        yield _gauge("sixty_info", "Profile of this service", 1, profile=comp.profile.name)
+        yield from self._pool(comp.pool.get_stats())
+        yield from self._cache(comp.cache.get_stats())
+        yield from self._memory(comp.memory.get_stats())
+        edge: dict[str, Any] = comp.service.get_stats()
+        for key in (
+            "creates",
+            "create_fallbacks",
+            "edge_calls",
+            "edge_failures",
+            "edge_timeouts",
+            "edge_retries",
+        ):
+            if key in edge:
+                yield _counter(f"sixty_{key}", f"Deal creation: {key}", edge[key])
+        if "edge_wait_ms_total" in edge:
+            yield _counter(
+                "sixty_edge_backoff_seconds",
+                "Backoff waited before fallbacks",
+                edge["edge_wait_ms_total"] / 1000,
+            )
+        if "breaker_state" in edge:
+            yield _gauge(
+                "sixty_breaker_open",
+                "1 when the edge breaker is not closed",
+                0 if edge["breaker_state"] == "closed" else 1,
+            )
+        feed = comp.feed.get_stats()
+        yield _gauge("sixty_feed_listeners", "Registered feed listeners", feed["feed_listeners"])
+        yield _counter(
+            "sixty_feed_events", "Deal change events received", feed["feed_events_received"]
+        )
+        yield from self._endpoints(comp.endpoint_stats)
+        yield _gauge(
+            "sixty_request_log_retained_bytes",
+            "Bytes the request log retains",
+            comp.request_log.retained_bytes(),
+        )
+
+    def _pool(self, s: dict[str, Any]) -> Iterator[Metric]:
+        for key in ("pool_size", "pool_idle", "pool_busy", "pool_waiting", "pool_max_size"):
+            yield _gauge(f"sixty_{key}", f"Connection pool {key}", s[key])
+        yield _counter("sixty_pool_acquires", "Connections acquired", s["acquires"])
+        yield _counter(
+            "sixty_pool_acquire_timeouts", "Acquires that timed out", s["acquire_timeouts"]
+        )
+        yield _counter(
+            "sixty_pool_rejections", "Acquires refused at once (overload)", s["rejections"]
+        )
+        yield _counter(
+            "sixty_pool_busy_connection_seconds",
+            "Connection-seconds in use",
+            s["busy_connection_s"],
+        )
+        yield _counter(
+            "sixty_pool_open_connection_seconds", "Connection-seconds open", s["open_connection_s"]
+        )
+        yield _gauge(
+            "sixty_pool_efficiency_ratio", "busy / open connection-seconds", s["pool_efficiency"]
+        )
+
+    def _cache(self, s: dict[str, Any]) -> Iterator[Metric]:
+        hits = CounterMetricFamily("sixty_cache_hits", "Cache hits", labels=["namespace"])
+        misses = CounterMetricFamily("sixty_cache_misses", "Cache misses", labels=["namespace"])
+        entries = GaugeMetricFamily("sixty_cache_entries", "Cache entries", labels=["namespace"])
+        for name, ns in s["namespaces"].items():
+            hits.add_metric([name], ns["hits"])
+            misses.add_metric([name], ns["misses"])
+            entries.add_metric([name], ns["entries"])
+        yield from (hits, misses, entries)
+        yield _gauge(
+            "sixty_cache_hit_ratio", "hits / (hits + misses), all caches", s["cache_hit_rate"]
+        )
+        yield _counter("sixty_cache_evictions", "Capacity evictions", s["cache_evictions"])
+
+    def _memory(self, s: dict[str, Any]) -> Iterator[Metric]:
+        yield _gauge(
+            "sixty_process_rss_bytes", "Resident set size at last sample", s["rss_mb"] * 1024 * 1024
+        )
+        for key in (
+            "scopes_open",
+            "scopes_leaking",
+            "tasks_active",
+            "timers_active",
+            "listeners_active",
+            "retained_bytes",
+        ):
+            yield _gauge(f"sixty_memory_{key}", f"Memory manager {key}", s[key])
+
+    def _endpoints(self, stats: dict[str, dict[str, int]]) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "sixty_http_requests", "Requests by endpoint", labels=["endpoint"]
+        )
+        queries = CounterMetricFamily(
+            "sixty_db_queries", "Statements sent to Postgres by endpoint", labels=["endpoint"]
+        )
+        lookups = CounterMetricFamily(
+            "sixty_auth_lookups", "Auth lookups by endpoint", labels=["endpoint"]
+        )
+        for endpoint, figures in sorted(stats.items()):
+            requests.add_metric([endpoint], figures["requests"])
+            queries.add_metric([endpoint], figures["queries"])
+            lookups.add_metric([endpoint], figures["auth_lookups"])
+        yield from (requests, queries, lookups)
+
+
+def metrics_endpoint(comp: Components) -> Any:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ComponentsCollector(comp))
+
+    async def metrics(request: Request) -> Response:
+        comp.memory.sample()
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+
+    return metrics

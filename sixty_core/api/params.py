@@ -1,0 +1,94 @@
+"""Query-string and path parsing with clear 400s: limits, offsets, sort allow-list, ids."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.datastructures import QueryParams
+
+from sixty_core.db.repository import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    SORT_FIELDS,
+    Cursor,
+    ListQuery,
+)
+from sixty_core.errors import ValidationError
+
+MAX_OFFSET = 100_000
+MAX_SEARCH = 200
+MAX_CURSOR = 1000
+STATUSES = ("active", "won", "lost")
+
+
+def parse_uuid(raw: str | None, name: str) -> uuid.UUID | None:
+    """``raw`` as a UUID (None if absent); ValidationError naming ``name`` if malformed."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be a UUID, got {raw[:60]!r}") from None
+
+
+def require_uuid(raw: str, name: str) -> uuid.UUID:
+    value = parse_uuid(raw, name)
+    if value is None:
+        raise ValidationError(f"{name} is required")
+    return value
+
+
+def parse_int(params: QueryParams, name: str, *, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be a whole number, got {raw[:40]!r}") from None
+    if not low <= value <= high:
+        raise ValidationError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def parse_choice(
+    params: QueryParams, name: str, choices: tuple[str, ...], default: str | None
+) -> str | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise ValidationError(f"{name} must be one of {', '.join(choices)}, got {raw[:40]!r}")
+    return raw
+
+
+def parse_text(params: QueryParams, name: str, max_length: int) -> str | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length or not raw.isprintable():
+        raise ValidationError(f"{name} must be printable text of at most {max_length} chars")
+    return raw
+
+
+def parse_list_query(params: QueryParams, visible_to: uuid.UUID | None) -> ListQuery:
+    """A validated deal-list query: limit 1..500 (default 50), offset 0..100000, sort and
+    order from allow-lists, optional stage/status/owner filters, search, cursor."""
+    sort = parse_choice(params, "sort", tuple(SORT_FIELDS), "created_at")
+    order = parse_choice(params, "order", ("asc", "desc"), "desc")
+    assert sort is not None and order is not None
+    cursor = parse_text(params, "cursor", MAX_CURSOR)
+    if cursor is not None:
+        Cursor.decode(cursor, sort=sort, order=order)  # refuse a bad cursor in every profile
+    return ListQuery(
+        visible_to=visible_to,
+        owner_id=parse_uuid(params.get("owner_id"), "owner_id"),
+        stage_id=parse_uuid(params.get("stage_id"), "stage_id"),
+        status=parse_choice(params, "status", STATUSES, None),
+        search=parse_text(params, "search", MAX_SEARCH),
+        sort=sort,
+        order=order,
+        limit=parse_int(params, "limit", default=DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE),
+        offset=parse_int(params, "offset", default=0, low=0, high=MAX_OFFSET),
+        cursor=cursor,
+    )

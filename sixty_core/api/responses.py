@@ -1,0 +1,46 @@
+"""JSON responses in the API envelope, encoded with msgspec.
+
+Success: ``{"data": ..., "error": null}`` (plus ``count`` / ``next_cursor`` on lists).
+Failure: ``{"data": null, "error": {"code": ..., "message": ...}}``. Money (Decimal) is
+encoded as a JSON number; UUIDs and timestamps as strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value`` (rows with UUID, Decimal, datetime...) as JSON bytes."""
+    return _encoder.encode(value)
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encode(content)
+
+
+def ok(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """A success envelope; ``extra`` keys (count, next_cursor) are added beside data."""
+    return JSONResponse({"data": data, "error": None, **extra}, status_code=status, headers=headers)
+
+
+def fail(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """A failure envelope."""
+    return JSONResponse(
+        {"data": None, "error": {"code": code, "message": message}},
+        status_code=status,
+        headers=headers,
+    )

@@ -1,0 +1,190 @@
+"""The endpoints of DESIGN.md section 4. Thin: parse, authenticate, call the service,
+answer in the envelope. No SQL and no profile logic here."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from sixty_core.api import health, sse
+from sixty_core.api.components import Components
+from sixty_core.api.params import parse_int, parse_list_query, parse_text, parse_uuid, require_uuid
+from sixty_core.api.responses import JSONResponse, ok
+from sixty_core.auth import User, parse_bearer
+from sixty_core.errors import ValidationError
+from sixty_core.models import BulkRequest, DealCreate, DealUpdate, MoveRequest
+from sixty_core.tokens import hash_token
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY = 200
+T = TypeVar("T")
+
+Handler = Callable[[Request, User], Awaitable[Response]]
+
+
+def components(request: Request) -> Components:
+    comp: Components = request.app.state.components
+    return comp
+
+
+async def decode_body(request: Request, kind: type[T]) -> T:
+    """Decode the JSON body as ``kind``: 413 when too large, 400 with msgspec's precise
+    message (field path, expected type) when malformed."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ValidationError(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    if not body:
+        raise ValidationError("request body is empty: send a JSON object")
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"invalid request body: {exc}") from None
+    except msgspec.DecodeError:
+        raise ValidationError("request body is not valid JSON") from None
+
+
+def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap ``handler`` so it runs only for a valid bearer token (401 otherwise)."""
+
+    async def endpoint(request: Request) -> Response:
+        token = parse_bearer(request.headers.get("authorization"))
+        user = await components(request).authenticate(token, hash_token(token))
+        return await handler(request, user)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+@authenticated
+async def list_deals(request: Request, user: User) -> Response:
+    query = parse_list_query(request.query_params, user.visible_owner)
+    page = await components(request).service.list_deals(user, query)
+    return ok(page.deals, count=len(page.deals), next_cursor=page.next_cursor)
+
+
+@authenticated
+async def create_deal(request: Request, user: User) -> Response:
+    body = await decode_body(request, DealCreate)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+        raise ValidationError(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable chars")
+    created = await components(request).service.create_deal(user, body, idempotency_key=key)
+    headers = {"X-Sixty-Degraded": "edge-fallback"} if created.degraded else None
+    if created.legacy_envelope:
+        # The original's broken contract, reproduced on purpose (see ORIGINAL_SYSTEM 3.6).
+        return JSONResponse(
+            {"data": {"data": created.deal}, "error": "Deal created successfully"},
+            status_code=201,
+            headers=headers,
+        )
+    return ok(created.deal, status=201, headers=headers)
+
+
+@authenticated
+async def get_deal(request: Request, user: User) -> Response:
+    deal_id = require_uuid(request.path_params["deal_id"], "deal id")
+    return ok(await components(request).service.get_deal(user, deal_id))
+
+
+@authenticated
+async def update_deal(request: Request, user: User) -> Response:
+    deal_id = require_uuid(request.path_params["deal_id"], "deal id")
+    body = await decode_body(request, DealUpdate)
+    return ok(await components(request).service.update_deal(user, deal_id, body))
+
+
+@authenticated
+async def delete_deal(request: Request, user: User) -> Response:
+    deal_id = require_uuid(request.path_params["deal_id"], "deal id")
+    return ok(await components(request).service.delete_deal(user, deal_id))
+
+
+@authenticated
+async def move_deal(request: Request, user: User) -> Response:
+    deal_id = require_uuid(request.path_params["deal_id"], "deal id")
+    body = await decode_body(request, MoveRequest)
+    return ok(await components(request).service.move_deal(user, deal_id, body.stage_id))
+
+
+@authenticated
+async def bulk(request: Request, user: User) -> Response:
+    body = await decode_body(request, BulkRequest)
+    return ok(await components(request).service.bulk(user, body))
+
+
+@authenticated
+async def pipeline_stats(request: Request, user: User) -> Response:
+    owner = parse_uuid(request.query_params.get("owner_id"), "owner_id")
+    return ok(await components(request).service.pipeline_stats(user, owner))
+
+
+@authenticated
+async def stages(request: Request, user: User) -> Response:
+    rows = await components(request).service.stages()
+    return ok(rows, count=len(rows))
+
+
+@authenticated
+async def owners(request: Request, user: User) -> Response:
+    rows = await components(request).service.owners()
+    return ok(rows, count=len(rows))
+
+
+@authenticated
+async def companies(request: Request, user: User) -> Response:
+    search = parse_text(request.query_params, "search", 200)
+    limit = parse_int(request.query_params, "limit", default=50, low=1, high=500)
+    rows = await components(request).service.companies(search=search, limit=limit)
+    return ok(rows, count=len(rows))
+
+
+async def logout(request: Request) -> Response:
+    """Revoke the caller's token at once (the cache entry too)."""
+    comp = components(request)
+    token = parse_bearer(request.headers.get("authorization"))
+    await comp.authenticate(token, hash_token(token))
+    revoked = await comp.auth.logout(token)
+    await comp.monitors.on_logout(hash_token(token))
+    return ok({"revoked": revoked})
+
+
+@authenticated
+async def stream(request: Request, user: User) -> Response:
+    max_events = parse_int(request.query_params, "max_events", default=0, low=0, high=100_000)
+    return StreamingResponse(
+        sse.events(
+            components(request),
+            user,
+            max_events=max_events or None,
+            is_disconnected=request.is_disconnected,
+        ),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/deals", list_deals, methods=["GET"]),
+        Route("/api/deals", create_deal, methods=["POST"]),
+        Route("/api/deals/pipeline-stats", pipeline_stats, methods=["GET"]),
+        Route("/api/deals/stream", stream, methods=["GET"]),
+        Route("/api/deals/bulk", bulk, methods=["POST"]),
+        Route("/api/deals/{deal_id}", get_deal, methods=["GET"]),
+        Route("/api/deals/{deal_id}", update_deal, methods=["PATCH"]),
+        Route("/api/deals/{deal_id}", delete_deal, methods=["DELETE"]),
+        Route("/api/deals/{deal_id}/move", move_deal, methods=["POST"]),
+        Route("/api/stages", stages, methods=["GET"]),
+        Route("/api/owners", owners, methods=["GET"]),
+        Route("/api/companies", companies, methods=["GET"]),
+        Route("/api/auth/logout", logout, methods=["POST"]),
+        Route("/api/health", health.health, methods=["GET"]),
+    ]

@@ -1,0 +1,634 @@
+"""Every SQL statement of the deal service, with parameters always bound.
+
+Identifiers that vary (sort column, insert/update column lists) come only from allow-lists
+in this module or in :mod:`sixty_core.models`; values are always ``$n`` parameters.
+
+Each statement that reaches Postgres is counted (:func:`count_query`). Reads may go through
+a :class:`ReadCache` strategy: :class:`NoReadCache` (every read hits Postgres) or
+:class:`SelectResultCache` (the optimized profile's SELECT result cache, keyed by the full
+SQL and every parameter, tagged by table and owner). Every write invalidates the tags it
+touches after it commits, and the cache refuses to store a load that a write overtook.
+
+Database failures are translated here, so no asyncpg text ever reaches a client:
+connection loss and timeouts become :class:`DatabaseUnavailableError`, constraint
+violations become :class:`ValidationError` or :class:`ConflictError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+import asyncpg
+
+from sixty_core.cache import Cache, query_key
+from sixty_core.db.recorder import count_query
+from sixty_core.errors import (
+    ConflictError,
+    DatabaseUnavailableError,
+    ValidationError,
+)
+from sixty_core.models import CREATE_COLUMNS, UPDATE_COLUMNS, to_db_value
+from sixty_core.types import Row
+
+#: Sortable list fields -> SQL expression and the cast a cursor value needs.
+SORT_FIELDS: dict[str, tuple[str, str]] = {
+    "created_at": ("d.created_at", "timestamptz"),
+    "updated_at": ("d.updated_at", "timestamptz"),
+    "value": ("d.value", "numeric"),
+    "name": ("d.name", "text"),
+}
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+#: The columns of a deal returned to clients (idempotency_key stays internal).
+_DEAL_COLUMNS = (
+    "id, name, company, contact_name, contact_email, contact_phone, value, description, "
+    "stage_id, owner_id, expected_close_date, probability, status, one_off_revenue, "
+    "monthly_mrr, annual_value, company_id, primary_contact_id, version, created_at, "
+    "updated_at, stage_changed_at"
+)
+_DEAL_VIEW_SELECT = (
+    "SELECT "
+    + ", ".join(f"d.{c.strip()}" for c in _DEAL_COLUMNS.split(","))
+    + ", s.name AS stage_name, s.color AS stage_color, c.name AS company_name, "
+    "floor(extract(epoch FROM now() - d.stage_changed_at) / 86400)::int AS days_in_stage "
+)
+_DEAL_VIEW_JOINS = (
+    "JOIN deal_stages s ON s.id = d.stage_id LEFT JOIN companies c ON c.id = d.company_id "
+)
+
+
+class Acquirer(Protocol):
+    """What the repository needs of a pool: an async context manager giving a connection."""
+
+    def acquire(self) -> Any: ...
+
+
+# --- read cache strategies ------------------------------------------------------------
+
+
+class ReadCache(Protocol):
+    """How repository reads are served: straight from Postgres, or through a cache."""
+
+    async def read(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        tags: Iterable[str],
+        load: Callable[[], Awaitable[Any]],
+    ) -> Any: ...
+
+    def invalidate(self, tags: Iterable[str]) -> None: ...
+
+
+class NoReadCache:
+    """Every read reaches Postgres (the legacy profile: no query cache)."""
+
+    async def read(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        tags: Iterable[str],
+        load: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        return await load()
+
+    def invalidate(self, tags: Iterable[str]) -> None:
+        return None
+
+
+class SelectResultCache:
+    """SELECT results cached 5 min in the ``queries`` namespace of a :class:`Cache`.
+
+    The key is the full normalized SQL plus every parameter (the original keyed on a
+    100-character prefix, so different queries collided). Entries carry table and owner
+    tags; every write invalidates its tags after commit.
+    """
+
+    namespace = "queries"
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+
+    async def read(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        tags: Iterable[str],
+        load: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        return await self._cache.get_or_load(
+            self.namespace, query_key(sql, params), load, tags=tuple(tags)
+        )
+
+    def invalidate(self, tags: Iterable[str]) -> None:
+        self._cache.invalidate_tags(*tags)
+
+
+# --- tags --------------------------------------------------------------------------------
+
+
+def deal_read_tags(visible_to: uuid.UUID | None) -> tuple[str, ...]:
+    """Tags of a deal read: an owner-scoped read, or ``deals:all`` for an admin's read."""
+    return (f"deals:owner:{visible_to}",) if visible_to else ("deals:all",)
+
+
+def deal_write_tags(
+    owner_ids: Iterable[uuid.UUID | str], deal_ids: Iterable[Any] = ()
+) -> list[str]:
+    """Tags a write to these owners' deals must invalidate (their reads and admins')."""
+    tags = ["deals:all"]
+    tags += [f"deals:owner:{o}" for o in set(map(str, owner_ids))]
+    tags += [f"deal:{d}" for d in deal_ids]
+    return tags
+
+
+# --- cursors -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Keyset position: the last row's sort value and id, for one sort field and order."""
+
+    sort: str
+    order: str
+    value: str
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = json.dumps([self.sort, self.order, self.value, str(self.id)]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str, *, sort: str, order: str) -> Cursor:
+        """Parse a cursor; raise ValidationError if it is malformed or for another sort."""
+        try:
+            padded = text + "=" * (-len(text) % 4)
+            s, o, value, ident = json.loads(base64.urlsafe_b64decode(padded))
+            cursor = cls(str(s), str(o), str(value), uuid.UUID(str(ident)))
+        except (ValueError, TypeError, binascii.Error):
+            raise ValidationError("cursor is malformed: pass next_cursor back unchanged") from None
+        if (cursor.sort, cursor.order) != (sort, order):
+            raise ValidationError("cursor belongs to another sort order: restart the listing")
+        return cursor
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A deal-list request after validation."""
+
+    visible_to: uuid.UUID | None  # None: an admin sees every owner's deals
+    owner_id: uuid.UUID | None = None
+    stage_id: uuid.UUID | None = None
+    status: str | None = None
+    search: str | None = None
+    sort: str = "created_at"
+    order: str = "desc"
+    limit: int = DEFAULT_PAGE_SIZE
+    offset: int = 0
+    cursor: str | None = None
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    """Map asyncpg failures to sixty errors whose messages are safe to show a client."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError:
+        raise ConflictError("a record with this information already exists") from None
+    except asyncpg.ForeignKeyViolationError:
+        raise ValidationError(
+            "a referenced record (stage, owner, company or contact) does not exist"
+        ) from None
+    except asyncpg.CheckViolationError:
+        raise ValidationError("a field is out of its allowed range") from None
+    except asyncpg.NotNullViolationError as exc:
+        raise ValidationError(f"{exc.column_name or 'a required field'} is required") from None
+    except (asyncpg.DataError, asyncpg.InvalidTextRepresentationError):
+        raise ValidationError("a field has an invalid value") from None
+    except asyncpg.QueryCanceledError:
+        raise DatabaseUnavailableError("the database took too long to answer") from None
+    except (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        OSError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.TooManyConnectionsError,
+    ):
+        raise DatabaseUnavailableError("the database is unavailable") from None
+
+
+def _row(record: asyncpg.Record | None) -> Row | None:
+    return dict(record) if record is not None else None
+
+
+# --- the repository ----------------------------------------------------------------------
+
+
+class Repository:
+    """All SQL of the service. Takes a pool and a read-cache strategy; holds no state."""
+
+    def __init__(self, pool: Acquirer, *, read_cache: ReadCache | None = None) -> None:
+        self._pool = pool
+        self._reads: ReadCache = read_cache or NoReadCache()
+
+    # low level: every statement goes through these, so every one is counted
+
+    async def _fetch(self, sql: str, *params: Any, auth: bool = False) -> list[Row]:
+        async with translated_errors(), self._pool.acquire() as conn:
+            count_query(auth=auth)
+            return [dict(r) for r in await conn.fetch(sql, *params)]
+
+    async def _fetchrow(self, sql: str, *params: Any, auth: bool = False) -> Row | None:
+        async with translated_errors(), self._pool.acquire() as conn:
+            count_query(auth=auth)
+            return _row(await conn.fetchrow(sql, *params))
+
+    async def _cached(
+        self, sql: str, params: Sequence[Any], tags: Iterable[str], *, one: bool = False
+    ) -> Any:
+        async def load() -> Any:
+            if one:
+                return await self._fetchrow(sql, *params)
+            return await self._fetch(sql, *params)
+
+        return await self._reads.read(sql, params, tags, load)
+
+    def invalidate(self, tags: Iterable[str]) -> None:
+        """Invalidate cached reads carrying any of ``tags`` (called after each write)."""
+        self._reads.invalidate(tags)
+
+    # sessions and users
+
+    async def find_session(self, token_hash: str) -> Row | None:
+        """The live (unrevoked, unexpired) session with this token hash, or None."""
+        return await self._fetchrow(
+            "SELECT user_id, expires_at FROM sessions "
+            "WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
+            token_hash,
+            auth=True,
+        )
+
+    async def find_profile(self, user_id: uuid.UUID) -> Row | None:
+        """The profile of ``user_id``, or None."""
+        return await self._fetchrow(
+            "SELECT id, email, first_name, last_name, is_admin FROM profiles WHERE id = $1",
+            user_id,
+            auth=True,
+        )
+
+    async def find_session_user(self, token_hash: str) -> Row | None:
+        """Session and profile in one query: the user behind a live token, or None."""
+        return await self._fetchrow(
+            "SELECT p.id, p.email, p.first_name, p.last_name, p.is_admin, s.expires_at "
+            "FROM sessions s JOIN profiles p ON p.id = s.user_id "
+            "WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
+            token_hash,
+            auth=True,
+        )
+
+    async def revoke_session(self, token_hash: str) -> bool:
+        """Revoke a live session; True if one was revoked."""
+        row = await self._fetchrow(
+            "UPDATE sessions SET revoked_at = now() "
+            "WHERE token_hash = $1 AND revoked_at IS NULL RETURNING token_hash",
+            token_hash,
+            auth=True,
+        )
+        return row is not None
+
+    # health
+
+    async def health_probe(self) -> Row:
+        """``now()`` and ``version()`` from the server (the original's health query)."""
+        row = await self._fetchrow("SELECT now() AS now, version() AS version")
+        assert row is not None
+        return row
+
+    async def table_counts(self) -> dict[str, int]:
+        row = await self._fetchrow(
+            "SELECT (SELECT count(*) FROM deals) AS deals, "
+            "(SELECT count(*) FROM companies) AS companies, "
+            "(SELECT count(*) FROM activities) AS activities"
+        )
+        assert row is not None
+        return {k: int(v) for k, v in row.items()}
+
+    # static data
+
+    async def list_stages(self) -> list[Row]:
+        return await self._fetch(
+            "SELECT id, name, description, color, order_position, default_probability, "
+            "is_final FROM deal_stages ORDER BY order_position, created_at"
+        )
+
+    async def list_owners(self) -> list[Row]:
+        return await self._fetch(
+            "SELECT id, first_name, last_name, email, stage, avatar_url, is_admin, "
+            "coalesce(nullif(trim(coalesce(first_name, '') || ' ' || coalesce(last_name, '')), "
+            "''), email, 'Unknown User') AS full_name "
+            "FROM profiles ORDER BY first_name, last_name, id"
+        )
+
+    async def list_companies(self) -> list[Row]:
+        return await self._fetch(
+            "SELECT id, name, domain, industry, size, website, owner_id "
+            "FROM companies ORDER BY name"
+        )
+
+    async def companies_by_ids(self, ids: Sequence[uuid.UUID]) -> list[Row]:
+        return await self._fetch(
+            "SELECT id, name FROM companies WHERE id = ANY($1::uuid[])", list(ids)
+        )
+
+    # deal reads
+
+    async def list_deals_unbounded(self, query: ListQuery) -> list[Row]:
+        """The legacy list: ``SELECT *`` of every visible deal, no limit, no joins."""
+        where, params = _filters(query)
+        sql = (
+            "SELECT * FROM deals d"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY d.created_at DESC, d.id DESC"
+        )
+        rows: list[Row] = await self._cached(sql, params, deal_read_tags(query.visible_to))
+        return rows
+
+    async def list_deals_page(self, query: ListQuery) -> tuple[list[Row], str | None]:
+        """The optimized list: one joined query, ``limit`` rows, keyset or offset paging.
+
+        Returns the page and the cursor of the next page (None on the last page).
+        """
+        column, cast = SORT_FIELDS[query.sort]
+        where, params = _filters(query)
+        direction = "DESC" if query.order == "desc" else "ASC"
+        comparator = "<" if query.order == "desc" else ">"
+        if query.cursor is not None:
+            cursor = Cursor.decode(query.cursor, sort=query.sort, order=query.order)
+            params += [cursor.value, cursor.id]
+            where.append(
+                f"({column}, d.id) {comparator} (${len(params) - 1}::{cast}, ${len(params)}::uuid)"
+            )
+        params += [query.limit + 1, query.offset if query.cursor is None else 0]
+        sql = (
+            _DEAL_VIEW_SELECT
+            + "FROM deals d "
+            + _DEAL_VIEW_JOINS
+            + ("WHERE " + " AND ".join(where) + " " if where else "")
+            + f"ORDER BY {column} {direction}, d.id {direction} "
+            + f"LIMIT ${len(params) - 1} OFFSET ${len(params)}"
+        )
+        rows = await self._cached(sql, params, deal_read_tags(query.visible_to))
+        page = rows[: query.limit]
+        next_cursor = None
+        if len(rows) > query.limit and page:
+            last = page[-1]
+            raw_sort = query.sort
+            next_cursor = Cursor(
+                raw_sort, query.order, _cursor_value(last[raw_sort]), last["id"]
+            ).encode()
+        return page, next_cursor
+
+    async def get_deal(self, deal_id: uuid.UUID, visible_to: uuid.UUID | None) -> Row | None:
+        """One deal with its stage and company names, if visible to the caller."""
+        sql = (
+            _DEAL_VIEW_SELECT
+            + "FROM deals d "
+            + _DEAL_VIEW_JOINS
+            + "WHERE d.id = $1 AND ($2::uuid IS NULL OR d.owner_id = $2)"
+        )
+        tags = (f"deal:{deal_id}", *deal_read_tags(visible_to))
+        return await self._cached(sql, [deal_id, visible_to], tags, one=True)  # type: ignore[no-any-return]
+
+    async def deal_owners(self, deal_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+        rows = await self._fetch(
+            "SELECT id, owner_id FROM deals WHERE id = ANY($1::uuid[])", list(deal_ids)
+        )
+        return {r["id"]: r["owner_id"] for r in rows}
+
+    async def pipeline_stats(self, owner_id: uuid.UUID | None) -> list[Row]:
+        """Per stage: deal counts and values (active deals weighted by stage probability)."""
+        sql = (
+            "SELECT s.id AS stage_id, s.name AS stage_name, s.color, s.order_position, "
+            "s.default_probability, count(d.id) AS deal_count, "
+            "count(d.id) FILTER (WHERE d.status = 'active') AS active_count, "
+            "count(d.id) FILTER (WHERE d.status = 'won') AS won_count, "
+            "count(d.id) FILTER (WHERE d.status = 'lost') AS lost_count, "
+            "coalesce(sum(d.value), 0) AS total_value, "
+            "coalesce(sum(d.value) FILTER (WHERE d.status = 'active'), 0) AS active_value, "
+            "coalesce(sum(d.value) FILTER (WHERE d.status = 'won'), 0) AS won_value, "
+            "coalesce(sum(d.value * s.default_probability / 100.0) "
+            "FILTER (WHERE d.status = 'active'), 0) AS weighted_value "
+            "FROM deal_stages s LEFT JOIN deals d ON d.stage_id = s.id "
+            "AND ($1::uuid IS NULL OR d.owner_id = $1) "
+            "GROUP BY s.id ORDER BY s.order_position"
+        )
+        return await self._cached(sql, [owner_id], deal_read_tags(owner_id))  # type: ignore[no-any-return]
+
+    # deal writes
+
+    async def insert_deal(
+        self, fields: Mapping[str, Any], *, idempotency_key: str | None
+    ) -> tuple[Row, bool]:
+        """Insert a deal; return (deal view, created).
+
+        With an ``idempotency_key``, a second insert with the same key writes nothing and
+        returns the first deal with ``created=False`` (exactly-once fallback).
+        """
+        columns = [c for c in CREATE_COLUMNS if fields.get(c) is not None]
+        params = [to_db_value(c, fields[c]) for c in columns]
+        columns.append("idempotency_key")
+        params.append(idempotency_key)
+        placeholders = ", ".join(f"${i}" for i in range(1, len(params) + 1))
+        sql = (
+            f"WITH w AS (INSERT INTO deals ({', '.join(columns)}) VALUES ({placeholders}) "
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING *) "
+            + _DEAL_VIEW_SELECT
+            + "FROM w d "
+            + _DEAL_VIEW_JOINS
+        )
+        row = await self._fetchrow(sql, *params)
+        created = row is not None
+        if row is None:
+            row = await self._fetchrow(
+                _DEAL_VIEW_SELECT
+                + "FROM deals d "
+                + _DEAL_VIEW_JOINS
+                + "WHERE d.idempotency_key = $1",
+                idempotency_key,
+            )
+            if row is None:  # pragma: no cover - the conflicting row vanished meanwhile
+                raise ConflictError("the deal was deleted while it was being created")
+        if created:
+            self.invalidate(deal_write_tags([row["owner_id"]], [row["id"]]))
+        return row, created
+
+    async def update_deal(
+        self,
+        deal_id: uuid.UUID,
+        fields: Mapping[str, Any],
+        *,
+        visible_to: uuid.UUID | None,
+        expected_version: int | None,
+        user_id: uuid.UUID,
+    ) -> Row | None:
+        """Update allow-listed fields of a visible deal; None if not visible/not found.
+
+        A stage change also sets ``stage_changed_at`` and records the stage history, in
+        the same transaction. Raises ConflictError when ``expected_version`` is stale.
+        """
+        columns = [c for c in UPDATE_COLUMNS if c in fields]
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            count_query()
+            current = await conn.fetchrow(
+                "SELECT owner_id, stage_id, version FROM deals "
+                "WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) FOR UPDATE",
+                deal_id,
+                visible_to,
+            )
+            if current is None:
+                return None
+            if expected_version is not None and current["version"] != expected_version:
+                raise ConflictError(
+                    f"deal was changed by someone else (version {current['version']}, "
+                    f"you sent {expected_version}): reload it and retry"
+                )
+            stage_changed = "stage_id" in fields and fields["stage_id"] != current["stage_id"]
+            params: list[Any] = [deal_id]
+            sets = []
+            for column in columns:
+                params.append(to_db_value(column, fields[column]))
+                sets.append(f"{column} = ${len(params)}")
+            sets += ["version = version + 1", "updated_at = now()"]
+            if stage_changed:
+                sets.append("stage_changed_at = now()")
+                await _record_stage_change(conn, deal_id, fields["stage_id"], user_id)
+            count_query()
+            row = await conn.fetchrow(
+                f"WITH w AS (UPDATE deals SET {', '.join(sets)} WHERE id = $1 RETURNING *) "
+                + _DEAL_VIEW_SELECT
+                + "FROM w d "
+                + _DEAL_VIEW_JOINS,
+                *params,
+            )
+        self.invalidate(deal_write_tags([current["owner_id"]], [deal_id]))
+        return _row(row)
+
+    async def delete_deal(self, deal_id: uuid.UUID, *, visible_to: uuid.UUID | None) -> bool:
+        """Delete a visible deal; True if one was deleted."""
+        row = await self._fetchrow(
+            "DELETE FROM deals WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) "
+            "RETURNING owner_id",
+            deal_id,
+            visible_to,
+        )
+        if row is None:
+            return False
+        self.invalidate(deal_write_tags([row["owner_id"]], [deal_id]))
+        return True
+
+    async def bulk(
+        self,
+        operation: str,
+        deal_ids: Sequence[uuid.UUID],
+        *,
+        visible_to: uuid.UUID | None,
+        stage_id: uuid.UUID | None,
+        user_id: uuid.UUID,
+    ) -> list[uuid.UUID] | None:
+        """Apply ``operation`` to every deal in one transaction, all or nothing.
+
+        Returns the affected ids, or None (and changes nothing) when any id is not a deal
+        the caller may see.
+        """
+        ids = list(dict.fromkeys(deal_ids))
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            count_query()
+            rows = await conn.fetch(
+                "SELECT id, owner_id, stage_id FROM deals WHERE id = ANY($1::uuid[]) "
+                "AND ($2::uuid IS NULL OR owner_id = $2) ORDER BY id FOR UPDATE",
+                ids,
+                visible_to,
+            )
+            if len(rows) != len(ids):
+                return None
+            if operation == "delete":
+                count_query()
+                await conn.execute("DELETE FROM deals WHERE id = ANY($1::uuid[])", ids)
+            else:
+                assert stage_id is not None  # the service checks update_stage has a stage
+                moving = [r["id"] for r in rows if r["stage_id"] != stage_id]
+                for deal_id in moving:
+                    await _record_stage_change(conn, deal_id, stage_id, user_id)
+                count_query()
+                await conn.execute(
+                    "UPDATE deals SET stage_id = $2, version = version + 1, updated_at = now(), "
+                    "stage_changed_at = CASE WHEN stage_id = $2 THEN stage_changed_at "
+                    "ELSE now() END WHERE id = ANY($1::uuid[])",
+                    ids,
+                    stage_id,
+                )
+        self.invalidate(deal_write_tags([r["owner_id"] for r in rows], ids))
+        return ids
+
+
+async def _record_stage_change(
+    conn: asyncpg.Connection, deal_id: uuid.UUID, stage_id: uuid.UUID, user_id: uuid.UUID
+) -> None:
+    """Close the deal's open history row and open one for the new stage."""
+    count_query()
+    await conn.execute(
+        "UPDATE deal_stage_history SET exited_at = now(), "
+        "duration_seconds = extract(epoch FROM now() - entered_at)::int "
+        "WHERE deal_id = $1 AND exited_at IS NULL",
+        deal_id,
+    )
+    count_query()
+    await conn.execute(
+        "INSERT INTO deal_stage_history (deal_id, stage_id, user_id) VALUES ($1, $2, $3)",
+        deal_id,
+        stage_id,
+        user_id,
+    )
+
+
+def _filters(query: ListQuery) -> tuple[list[str], list[Any]]:
+    """WHERE fragments (fixed SQL text) and their bound parameters for a list query."""
+    where: list[str] = []
+    params: list[Any] = []
+
+    def add(fragment: str, value: Any) -> None:
+        params.append(value)
+        where.append(fragment.format(n=len(params)))
+
+    owner = query.visible_to or query.owner_id
+    if owner is not None:
+        add("d.owner_id = ${n}", owner)
+    if query.stage_id is not None:
+        add("d.stage_id = ${n}", query.stage_id)
+    if query.status is not None:
+        add("d.status = ${n}", query.status)
+    if query.search:
+        escaped = query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        add("(d.name ILIKE ${n} OR d.company ILIKE ${n})", f"%{escaped}%")
+    return where, params
+
+
+def _cursor_value(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return str(value)

@@ -1,0 +1,273 @@
+"""Process entry points for the service and the edge upstream, and a supervisor for both.
+
+``python -m sixty_core.harness.servers service ...`` runs the deal API under uvicorn;
+``python -m sixty_core.harness.servers edge ...`` runs the edge upstream, which writes
+deals into the same database. Each is its own process, so the harness can measure the
+service's memory alone and kill or restart either. :class:`Supervisor` starts both on
+loopback, waits (bounded) until each answers its health check, and stops them cleanly:
+SIGINT, a bounded wait, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from sixty_core.db.pool import OPTIMIZED_POOL, Pool
+from sixty_core.db.repository import Repository
+from sixty_core.edge import DealWriter, EdgeFaults, create_edge_app
+from sixty_core.errors import ProvisionError
+from sixty_core.profiles import resolve_profile
+from sixty_core.service import decode_edge_fields
+from sixty_core.settings import Settings
+
+DEFAULT_START_TIMEOUT_S = 60.0
+DEFAULT_STOP_TIMEOUT_S = 15.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+async def run_service(args: argparse.Namespace) -> None:
+    from sixty_core.api import create_app
+
+    settings = Settings(
+        time_scale=args.time_scale, edge_url=args.edge_url, application_name=args.application_name
+    )
+    app = create_app(settings, resolve_profile(args.profile), dsn=args.dsn, edge_url=args.edge_url)
+    await uvicorn.Server(_uvicorn_config(app, args.host, args.port)).serve()
+
+
+def make_edge_writer(repository: Repository) -> DealWriter:
+    """The edge upstream's writer: decode the JSON it received, insert idempotently."""
+
+    async def writer(fields: Mapping[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+        row, _ = await repository.insert_deal(
+            decode_edge_fields(fields), idempotency_key=idempotency_key
+        )
+        return row
+
+    return writer
+
+
+async def run_edge(args: argparse.Namespace) -> None:
+    faults = EdgeFaults(
+        failure_rate=args.failure_rate,
+        hang_probability=args.hang_probability,
+        latency_ms_median=args.latency_ms,
+        latency_sigma=args.latency_sigma,
+        time_scale=args.time_scale,
+        seed=args.fault_seed,
+    )
+    async with Pool(args.dsn, OPTIMIZED_POOL, application_name="sixty_edge") as pool:
+        app = create_edge_app(make_edge_writer(Repository(pool)), faults)
+        await uvicorn.Server(_uvicorn_config(app, args.host, args.port)).serve()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sixty_core.harness.servers")
+    sub = parser.add_subparsers(dest="which", required=True)
+    service = sub.add_parser("service", help="the deal API")
+    edge = sub.add_parser("edge", help="the edge upstream")
+    for p in (service, edge):
+        p.add_argument("--dsn", required=True)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--time-scale", type=float, default=1.0)
+    service.add_argument("--profile", default="optimized")
+    service.add_argument("--edge-url", required=True)
+    service.add_argument("--application-name", default="sixty")
+    edge.add_argument("--failure-rate", type=float, default=0.0)
+    edge.add_argument("--hang-probability", type=float, default=0.0)
+    edge.add_argument("--latency-ms", type=float, default=0.0)
+    edge.add_argument("--latency-sigma", type=float, default=0.0)
+    edge.add_argument("--fault-seed", type=int, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runner = run_service if args.which == "service" else run_edge
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner(args))
+    return 0
+
+
+# --- supervisor ---------------------------------------------------------------------------
+
+
+@dataclass
+class EdgeOptions:
+    """Faults injected into the edge upstream (see :class:`sixty_core.edge.EdgeFaults`)."""
+
+    failure_rate: float = 0.0
+    hang_probability: float = 0.0
+    latency_ms: float = 0.0
+    latency_sigma: float = 0.0
+    seed: int | None = None
+
+
+@dataclass
+class Supervisor:
+    """Starts the edge upstream and the service as child processes on loopback.
+
+    ``start()`` returns once both answer their health checks, or raises ProvisionError
+    (with the child's last output) after ``start_timeout_s``. ``stop()`` always ends both.
+    """
+
+    dsn: str
+    profile: str
+    time_scale: float = 1.0
+    host: str = "127.0.0.1"
+    port: int | None = None
+    edge_port: int | None = None
+    edge: EdgeOptions = field(default_factory=EdgeOptions)
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
+    log_dir: Path | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def service_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def edge_url(self) -> str:
+        """The edge upstream's root URL (its routes live under /functions/v1)."""
+        return f"http://{self.host}:{self.edge_port}"
+
+    def start(self) -> None:
+        self.port = self.port or free_port(self.host)
+        self.edge_port = self.edge_port or free_port(self.host)
+        try:
+            self._spawn(
+                "edge",
+                [
+                    "edge",
+                    "--dsn",
+                    self.dsn,
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.edge_port),
+                    "--time-scale",
+                    str(self.time_scale),
+                    "--failure-rate",
+                    str(self.edge.failure_rate),
+                    "--hang-probability",
+                    str(self.edge.hang_probability),
+                    "--latency-ms",
+                    str(self.edge.latency_ms),
+                    "--latency-sigma",
+                    str(self.edge.latency_sigma),
+                    *(["--fault-seed", str(self.edge.seed)] if self.edge.seed is not None else []),
+                ],
+            )
+            self._wait_healthy("edge", f"{self.edge_url}/functions/v1/health")
+            self._spawn(
+                "service",
+                [
+                    "service",
+                    "--dsn",
+                    self.dsn,
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    "--time-scale",
+                    str(self.time_scale),
+                    "--profile",
+                    self.profile,
+                    "--edge-url",
+                    self.edge_url,
+                ],
+            )
+            self._wait_healthy("service", f"{self.service_url}/api/health")
+        except BaseException:
+            self.stop()
+            raise
+
+    def log_path(self, name: str) -> Path:
+        if self.log_dir is None:
+            self.log_dir = Path(tempfile.mkdtemp(prefix="sixty-serve-"))
+        return self.log_dir / f"{name}.log"
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        # Output goes to a file, never a pipe nobody reads (a full pipe blocks the child).
+        with self.log_path(name).open("wb") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "sixty_core.harness.servers", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def _wait_healthy(self, name: str, url: str) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        process = self.processes[name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                output = self.log_path(name).read_text(errors="replace")
+                raise ProvisionError(
+                    f"the {name} process exited with code {process.returncode}:\n{output[-2000:]}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise ProvisionError(
+            f"the {name} process did not become healthy within {self.start_timeout_s:.0f} s ({url})"
+        )
+
+    def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """SIGINT every child, wait up to ``timeout_s``, then SIGKILL what is left."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.processes.clear()
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.processes.items()}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

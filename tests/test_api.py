@@ -1,0 +1,421 @@
+"""API contract, for every profile: envelopes, statuses, validation, owner isolation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from sixty_core.db.provision import connect
+from sixty_core.profiles import resolve_profile
+from tests.api_support import Api, new_id, running_api
+
+PROFILES = ["legacy", "optimized", "optimized-no-query_cache", "legacy+bounded_lists"]
+
+
+@pytest_asyncio.fixture(params=PROFILES)
+async def api(
+    request: pytest.FixtureRequest, db_dsn: str, serve: Callable[..., Awaitable[str]]
+) -> AsyncIterator[Api]:
+    async with running_api(db_dsn, resolve_profile(request.param), serve) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(params=["legacy", "optimized"])
+async def base_api(
+    request: pytest.FixtureRequest, db_dsn: str, serve: Callable[..., Awaitable[str]]
+) -> AsyncIterator[Api]:
+    """The two base profiles only: input validation does not depend on ablations."""
+    async with running_api(db_dsn, resolve_profile(request.param), serve) as running:
+        yield running
+
+
+def created_deal(api: Api, body: dict[str, Any]) -> dict[str, Any]:
+    """The deal inside a create answer, in whichever shape the profile answers."""
+    if "robust_create" in api.profile.flags:
+        assert body["error"] is None
+        deal: dict[str, Any] = body["data"]
+    else:
+        assert body["error"] == "Deal created successfully"  # the original's broken shape
+        deal = body["data"]["data"]
+    return deal
+
+
+async def count_deals(dsn: str) -> int:
+    conn = await connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM deals"))
+    finally:
+        await conn.close()
+
+
+async def test_list_shows_only_the_callers_deals(api: Api) -> None:
+    """A non-admin's list holds only their deals; an admin's holds several owners'."""
+    owner = api.user(1)
+    response = await api.call("GET", "/api/deals", owner)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["error"] is None
+    assert body["count"] == len(body["data"]) > 0
+    assert {d["owner_id"] for d in body["data"]} == {owner.id}
+    admin = (await api.call("GET", "/api/deals?limit=500", api.admin)).json()["data"]
+    assert len({d["owner_id"] for d in admin}) > 1
+    first = body["data"][0]
+    for key in ("id", "name", "company", "value", "stage_name", "stage_color", "days_in_stage"):
+        assert key in first
+
+
+async def test_other_owners_deal_is_invisible_through_every_endpoint(api: Api) -> None:
+    """User B never reads or changes user A's deal: get, patch, move, delete, bulk -> 404."""
+    a, b = api.user(1), api.user(2)
+    deal = await api.own_deal(a)
+    stages = (await api.call("GET", "/api/stages", b)).json()["data"]
+    path = f"/api/deals/{deal['id']}"
+    attempts = [
+        await api.call("GET", path, b),
+        await api.call("PATCH", path, b, json={"name": "stolen"}),
+        await api.call("POST", f"{path}/move", b, json={"stage_id": stages[-1]["id"]}),
+        await api.call("DELETE", path, b),
+        await api.call(
+            "POST", "/api/deals/bulk", b, json={"operation": "delete", "deal_ids": [deal["id"]]}
+        ),
+    ]
+    for response in attempts:
+        assert response.status_code == 404, response.text
+        assert response.json()["data"] is None
+        assert response.json()["error"]["code"] == "not_found"
+    listed = await api.call("GET", f"/api/deals?owner_id={a.id}", b)
+    assert listed.status_code == 403
+    after = (await api.call("GET", path, a)).json()["data"]
+    assert after["name"] == deal["name"] and after["version"] == deal["version"]
+
+
+async def test_create_answers_in_the_profiles_shape_and_writes_one_row(api: Api) -> None:
+    """Create answers 201; optimized with {data: deal, error: null}, legacy with the
+    original's double-wrapped body; either way exactly one row is written."""
+    owner = api.user(1)
+    before = await count_deals(api.dsn)
+    response = await api.call(
+        "POST",
+        "/api/deals",
+        owner,
+        json={
+            "name": "API deal",
+            "company": "Acme",
+            "owner_id": owner.id,
+            "one_off_revenue": 1000,
+            "monthly_mrr": 100,
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert "x-sixty-degraded" not in response.headers  # the edge upstream served it
+    deal = created_deal(api, response.json())
+    assert deal["id"]
+    assert deal["value"] == 1300  # revenue trigger: one-off + 3 * MRR
+    assert await count_deals(api.dsn) == before + 1
+    fetched = await api.call("GET", f"/api/deals/{deal['id']}", owner)
+    assert fetched.json()["data"]["name"] == "API deal"
+
+
+async def test_create_validation_names_the_missing_fields(api: Api) -> None:
+    """Optimized names every missing required field; legacy refuses a missing name."""
+    owner = api.user(1)
+    response = await api.call("POST", "/api/deals", owner, json={"description": "x"})
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    if "robust_create" in api.profile.flags:
+        assert message == "missing required fields: name, company, owner_id"
+    else:
+        assert message == "Deal name is required"
+
+
+async def test_creating_for_another_owner_is_forbidden(api: Api) -> None:
+    """A non-admin cannot create a deal owned by someone else."""
+    response = await api.call(
+        "POST",
+        "/api/deals",
+        api.user(1),
+        json={"name": "x", "company": "y", "owner_id": api.user(2).id},
+    )
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("POST", "/api/deals", {"content": b"{not json"}, 400),
+        ("POST", "/api/deals", {"json": {"name": 5, "company": "c"}}, 400),
+        ("POST", "/api/deals", {"json": {"name": "n", "company": "c", "hack": 1}}, 400),
+        ("POST", "/api/deals", {"json": {"name": "n" * 5000, "company": "c"}}, 400),
+        ("POST", "/api/deals", {"json": {"name": "n", "company": "c", "probability": 101}}, 400),
+        ("POST", "/api/deals", {"json": ["not", "an", "object"]}, 400),
+        ("POST", "/api/deals", {"content": b""}, 400),
+        ("POST", "/api/deals", {"content": b"{" + b" " * 70000 + b"}"}, 400),
+        ("GET", "/api/deals?limit=1000000000", {}, 400),
+        ("GET", "/api/deals?limit=0", {}, 400),
+        ("GET", "/api/deals?offset=-1", {}, 400),
+        ("GET", "/api/deals?sort=password", {}, 400),
+        ("GET", "/api/deals?sort=name;DROP%20TABLE%20deals", {}, 400),
+        ("GET", "/api/deals?status=open", {}, 400),
+        ("GET", "/api/deals?stage_id=nope", {}, 400),
+        ("GET", "/api/deals?cursor=garbage", {}, 400),
+        ("GET", "/api/deals/not-a-uuid", {}, 400),
+        ("GET", f"/api/deals/{new_id()}", {}, 404),
+        ("PATCH", f"/api/deals/{new_id()}", {"json": {"name": "x"}}, 404),
+        ("PATCH", f"/api/deals/{new_id()}", {"json": {}}, 400),
+        ("PATCH", f"/api/deals/{new_id()}", {"json": {"owner_id": new_id()}}, 400),
+        (
+            "POST",
+            "/api/deals/bulk",
+            {"json": {"operation": "explode", "deal_ids": [new_id()]}},
+            400,
+        ),
+        ("POST", "/api/deals/bulk", {"json": {"operation": "delete", "deal_ids": []}}, 400),
+        (
+            "POST",
+            "/api/deals/bulk",
+            {"json": {"operation": "update_stage", "deal_ids": [new_id()]}},
+            400,
+        ),
+        ("PUT", "/api/deals", {}, 405),
+        ("GET", "/api/nothing-here", {}, 404),
+    ],
+)
+async def test_bad_input_gets_a_clear_4xx(
+    base_api: Api, method: str, path: str, kwargs: dict[str, Any], status: int
+) -> None:
+    """Malformed, mistyped, unknown, oversize or out-of-range input -> a 4xx envelope."""
+    before = await count_deals(base_api.dsn)
+    headers = {"Content-Type": "application/json"} if "content" in kwargs else {}
+    response = await base_api.call(method, path, base_api.user(1), headers=headers, **kwargs)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["data"] is None
+    assert body["error"]["message"]
+    assert "Traceback" not in response.text and "asyncpg" not in response.text
+    assert await count_deals(base_api.dsn) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer sixty_forged"},
+        {"Authorization": "Bearer " + "x" * 600},
+    ],
+)
+async def test_missing_or_forged_tokens_are_refused(api: Api, headers: dict[str, str]) -> None:
+    """No, malformed or unknown bearer token -> 401 with the envelope."""
+    response = await api.call("GET", "/api/deals", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_expired_token_is_refused(api: Api) -> None:
+    """A session past its expiry no longer authenticates."""
+    conn = await connect(api.dsn)
+    try:
+        await conn.execute(
+            "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE user_id = $1",
+            api.user(3).id,
+        )
+    finally:
+        await conn.close()
+    response = await api.call("GET", "/api/deals", api.user(3))
+    assert response.status_code == 401
+
+
+async def test_logout_revokes_at_once(api: Api) -> None:
+    """After logout, the very next request with the same token is refused (0 s staleness)."""
+    owner = api.user(4)
+    assert (await api.call("GET", "/api/stages", owner)).status_code == 200
+    response = await api.call("POST", "/api/auth/logout", owner)
+    assert response.status_code == 200
+    assert response.json()["data"] == {"revoked": True}
+    assert (await api.call("GET", "/api/stages", owner)).status_code == 401
+
+
+async def test_update_move_and_read_your_writes(api: Api) -> None:
+    """After PATCH and move return, GET and the list show the new state; a stale version
+    is refused with 409; the move is recorded in the stage history."""
+    owner = api.user(1)
+    deal = await api.own_deal(owner)
+    path = f"/api/deals/{deal['id']}"
+    await api.call("GET", path, owner)  # warm any cache
+    await api.call("GET", "/api/deals?limit=500", owner)
+    patched = await api.call(
+        "PATCH", path, owner, json={"name": "renamed", "version": deal["version"]}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["data"]["version"] == deal["version"] + 1
+    assert (await api.call("GET", path, owner)).json()["data"]["name"] == "renamed"
+    listed = (await api.call("GET", "/api/deals?limit=500", owner)).json()["data"]
+    assert {d["id"]: d["name"] for d in listed}[deal["id"]] == "renamed"
+    stale = await api.call("PATCH", path, owner, json={"name": "x", "version": deal["version"]})
+    assert stale.status_code == 409
+    stages = (await api.call("GET", "/api/stages", owner)).json()["data"]
+    target = next(s for s in stages if s["id"] != deal["stage_id"])
+    moved = await api.call("POST", f"{path}/move", owner, json={"stage_id": target["id"]})
+    assert moved.status_code == 200
+    assert (await api.call("GET", path, owner)).json()["data"]["stage_name"] == target["name"]
+    conn = await connect(api.dsn)
+    try:
+        history = await conn.fetch(
+            "SELECT stage_id, exited_at FROM deal_stage_history "
+            "WHERE deal_id = $1 ORDER BY entered_at",
+            deal["id"],
+        )
+    finally:
+        await conn.close()
+    assert str(history[-1]["stage_id"]) == target["id"] and history[-1]["exited_at"] is None
+    assert all(h["exited_at"] is not None for h in history[:-1])
+
+
+async def test_delete_then_reads_do_not_see_it(api: Api) -> None:
+    """A deleted deal is gone from GET (404) and from the list at once."""
+    owner = api.user(2)
+    deal = await api.own_deal(owner)
+    await api.call("GET", "/api/deals?limit=500", owner)
+    response = await api.call("DELETE", f"/api/deals/{deal['id']}", owner)
+    assert response.status_code == 200
+    assert response.json()["data"] == {"id": deal["id"]}
+    assert (await api.call("GET", f"/api/deals/{deal['id']}", owner)).status_code == 404
+    listed = (await api.call("GET", "/api/deals?limit=500", owner)).json()["data"]
+    assert deal["id"] not in {d["id"] for d in listed}
+
+
+async def test_bulk_is_all_or_nothing(api: Api) -> None:
+    """A bulk stage update over own deals changes all; one foreign id changes none."""
+    a, b = api.user(1), api.user(2)
+    mine = (await api.call("GET", "/api/deals?limit=3&status=active", a)).json()["data"]
+    theirs = await api.own_deal(b)
+    stages = (await api.call("GET", "/api/stages", a)).json()["data"]
+    target = stages[2]["id"]
+    refused = await api.call(
+        "POST",
+        "/api/deals/bulk",
+        a,
+        json={
+            "operation": "update_stage",
+            "deal_ids": [d["id"] for d in mine] + [theirs["id"]],
+            "stage_id": target,
+        },
+    )
+    assert refused.status_code == 404
+    for deal in mine:
+        now = (await api.call("GET", f"/api/deals/{deal['id']}", a)).json()["data"]
+        assert now["stage_id"] == deal["stage_id"]
+    done = await api.call(
+        "POST",
+        "/api/deals/bulk",
+        a,
+        json={"operation": "update_stage", "deal_ids": [d["id"] for d in mine], "stage_id": target},
+    )
+    assert done.status_code == 200
+    assert done.json()["data"]["affected_deals"] == len(mine)
+    for deal in mine:
+        now = (await api.call("GET", f"/api/deals/{deal['id']}", a)).json()["data"]
+        assert now["stage_id"] == target
+
+
+async def test_pipeline_stats_weight_active_deals_by_stage_probability(api: Api) -> None:
+    """The weighted pipeline equals sum(value * stage probability) over active deals."""
+    owner = api.user(1)
+    stats = (await api.call("GET", "/api/deals/pipeline-stats", owner)).json()["data"]
+    conn = await connect(api.dsn)
+    try:
+        expected = await conn.fetchval(
+            "SELECT sum(d.value * s.default_probability / 100.0) FROM deals d "
+            "JOIN deal_stages s ON s.id = d.stage_id "
+            "WHERE d.status = 'active' AND d.owner_id = $1",
+            owner.id,
+        )
+        total = await conn.fetchval("SELECT count(*) FROM deals WHERE owner_id = $1", owner.id)
+    finally:
+        await conn.close()
+    assert stats["overall"]["weighted_pipeline_value"] == pytest.approx(float(expected))
+    assert stats["overall"]["total_deals"] == total
+    assert [s["stage_name"] for s in stats["stages"]] == [
+        "SQL",
+        "Opportunity",
+        "Verbal",
+        "Signed",
+        "Lost",
+    ]
+    other = await api.call("GET", f"/api/deals/pipeline-stats?owner_id={api.user(2).id}", owner)
+    assert other.status_code == 403
+
+
+async def test_static_endpoints(api: Api) -> None:
+    """Stages, owners and companies answer in the envelope with counts."""
+    owner = api.user(1)
+    stages = (await api.call("GET", "/api/stages", owner)).json()
+    assert stages["count"] == 5
+    owners = (await api.call("GET", "/api/owners", owner)).json()
+    assert owners["count"] == len(api.owners)
+    assert all(o["full_name"] for o in owners["data"])
+    companies = (await api.call("GET", "/api/companies?limit=3", owner)).json()
+    assert companies["count"] == 3
+
+
+async def test_health_metrics_and_openapi(api: Api) -> None:
+    """Health (detailed) in the original's shape, Prometheus text, an OpenAPI document."""
+    health = (await api.call("GET", "/api/health?detailed=true")).json()["data"]
+    assert health["status"] == "healthy"
+    assert health["database"]["connected"] is True
+    assert set(health["database"]["pool"]) >= {
+        "total_connections",
+        "idle_connections",
+        "waiting_requests",
+        "max_pool_size",
+        "utilization",
+    }
+    assert set(health["cache"]) >= {"hit_rate", "total_hits", "total_misses", "entries"}
+    assert health["api"]["profile"] == api.profile.name
+    metrics = await api.call("GET", "/metrics")
+    assert metrics.status_code == 200
+    for name in (
+        "sixty_pool_size",
+        "sixty_cache_hit_ratio",
+        "sixty_pool_efficiency_ratio",
+        "sixty_memory_timers_active",
+        "sixty_db_queries_total",
+    ):
+        assert name in metrics.text
+    spec = (await api.call("GET", "/openapi.json")).json()
+    assert spec["openapi"].startswith("3.")
+    assert "/api/deals/{deal_id}/move" in spec["paths"]
+
+
+async def test_no_database_text_reaches_a_client(api: Api) -> None:
+    """A write that violates a foreign key answers 400 with our words, not Postgres's."""
+    owner = api.user(1)
+    deal = await api.own_deal(owner)
+    response = await api.call(
+        "PATCH", f"/api/deals/{deal['id']}", owner, json={"company_id": new_id()}
+    )
+    assert response.status_code == 400
+    text = response.text.lower()
+    assert "violates" not in text and "constraint" not in text and "sql" not in text
+
+
+async def test_rows_equal_acknowledged_creates(api: Api) -> None:
+    """Twenty creates, twenty rows: nothing lost, nothing doubled on the happy path."""
+    owner = api.user(1)
+    before = await count_deals(api.dsn)
+    ok = 0
+    for i in range(20):
+        response = await api.call(
+            "POST",
+            "/api/deals",
+            owner,
+            json={"name": f"d{i}", "company": "c", "owner_id": owner.id},
+        )
+        ok += response.status_code == 201
+    assert ok == 20
+    assert await count_deals(api.dsn) == before + ok

@@ -1,0 +1,212 @@
+"""Profiles and flags: each flag changes something observable and counted.
+
+Counts, not timings: queries per request (X-Sixty-Queries), auth lookups per request
+(X-Sixty-Auth-Lookups), cache hits, pool settings, edge calls, leaked scopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+import httpx
+import pytest
+
+from sixty_core.errors import ConfigError
+from sixty_core.profiles import FLAGS, LEGACY, OPTIMIZED, resolve_profile
+from tests.api_support import Api, running_api
+
+
+def test_named_profiles_and_ablations() -> None:
+    """legacy has no flag, optimized has all, ablations switch exactly one."""
+    assert LEGACY.flags == frozenset()
+    assert OPTIMIZED.flags == frozenset(FLAGS)
+    assert resolve_profile("optimized-no-static_cache").flags == OPTIMIZED.flags - {"static_cache"}
+    assert resolve_profile("legacy+pool_tuning+session_cache").flags == {
+        "pool_tuning",
+        "session_cache",
+    }
+
+
+@pytest.mark.parametrize("name", ["fast", "optimized-no-warp", "legacy+", "legacy+nitro"])
+def test_unknown_profiles_name_the_valid_forms(name: str) -> None:
+    """A bad profile name is refused with the forms and flags spelled out."""
+    with pytest.raises(ConfigError, match=r"legacy|flags are"):
+        resolve_profile(name)
+
+
+def queries(response: httpx.Response) -> int:
+    return int(response.headers["x-sixty-queries"])
+
+
+def lookups(response: httpx.Response) -> int:
+    return int(response.headers["x-sixty-auth-lookups"])
+
+
+Start = Callable[[str], AbstractAsyncContextManager[Api]]
+
+
+@pytest.fixture
+def start(db_dsn: str, serve: Callable[..., Awaitable[str]]) -> Start:
+    """Run the API in a given profile on this test's database (one at a time)."""
+
+    def run(profile: str) -> AbstractAsyncContextManager[Api]:
+        return running_api(db_dsn, resolve_profile(profile), serve)
+
+    return run
+
+
+async def test_session_cache_removes_auth_lookups(start: Start) -> None:
+    """Legacy looks the session up twice on every request; cached sessions once, then 0."""
+    async with start("legacy") as api:
+        first = await api.call("GET", "/api/stages", api.user(1))
+        second = await api.call("GET", "/api/stages", api.user(1))
+        assert (lookups(first), lookups(second)) == (2, 2)
+    async with start("legacy+session_cache") as api:
+        first = await api.call("GET", "/api/stages", api.user(1))
+        second = await api.call("GET", "/api/stages", api.user(1))
+        assert (lookups(first), lookups(second)) == (1, 0)
+
+
+async def test_static_cache_serves_stages_without_queries(start: Start) -> None:
+    """Stages cost one query per request in legacy, none once preloaded when cached."""
+    async with start("legacy") as api:
+        response = await api.call("GET", "/api/stages", api.user(1))
+        assert queries(response) - lookups(response) == 1
+    async with start("legacy+static_cache") as api:
+        response = await api.call("GET", "/api/stages", api.user(1))
+        assert queries(response) - lookups(response) == 0
+
+
+async def test_bounded_lists_use_one_query(start: Start) -> None:
+    """The legacy list is SELECT * plus stage and company lookups (3 queries, every deal);
+    the bounded list is one joined query returning at most `limit` rows."""
+    async with start("legacy") as api:
+        response = await api.call("GET", "/api/deals?limit=5", api.user(1))
+        assert queries(response) - lookups(response) == 3
+        assert response.json()["count"] > 5  # the legacy list ignores limit
+    async with start("legacy+bounded_lists") as api:
+        response = await api.call("GET", "/api/deals?limit=5", api.user(1))
+        assert queries(response) - lookups(response) == 1
+        assert response.json()["count"] == 5
+
+
+async def test_query_cache_serves_repeated_reads(start: Start) -> None:
+    """With the query cache a repeated GET costs no query; without it, one each time; a
+    write in between makes the next read reach Postgres again (read-your-writes)."""
+    async with start("optimized") as api:
+        owner = api.user(1)
+        deal = await api.own_deal(owner)
+        path = f"/api/deals/{deal['id']}"
+        counts = [queries(await api.call("GET", path, owner)) for _ in range(3)]
+        assert counts == [1, 0, 0]
+        await api.call("PATCH", path, owner, json={"name": "fresh"})
+        after = await api.call("GET", path, owner)
+        assert queries(after) == 1 and after.json()["data"]["name"] == "fresh"
+    async with start("optimized-no-query_cache") as api:
+        owner = api.user(1)
+        deal = await api.own_deal(owner)
+        counts = [
+            queries(await api.call("GET", f"/api/deals/{deal['id']}", owner)) for _ in range(3)
+        ]
+        assert counts == [1, 1, 1]
+
+
+async def test_pool_tuning_changes_the_pool(start: Start) -> None:
+    """Legacy pools up to 20 connections (min 2); tuned pools up to 15 (min 3)."""
+    sizes = {}
+    for profile in ("legacy", "legacy+pool_tuning"):
+        async with start(profile) as api:
+            health = (await api.call("GET", "/api/health?detailed=true")).json()["data"]
+            pool = health["database"]["pool"]
+            sizes[profile] = (pool["max_pool_size"], pool["min_pool_size"])
+    assert sizes == {"legacy": (20, 2), "legacy+pool_tuning": (15, 3)}
+
+
+async def test_robust_create_retries_less_and_falls_back_once(start: Start) -> None:
+    """With the edge failing every call: legacy makes 4 attempts then a fallback insert;
+    robust create makes 2, marks the answer degraded, and writes exactly one row."""
+    for profile, attempts in (("legacy", 4), ("legacy+robust_create", 2)):
+        async with start(profile) as api:
+            await api.set_edge_faults(failure_rate=1.0)
+            owner = api.user(1)
+            before = (await api.edge_stats())["edge_requests"]
+            response = await api.call(
+                "POST",
+                "/api/deals",
+                owner,
+                json={"name": f"down {profile}", "company": "edge", "owner_id": owner.id},
+            )
+            assert response.status_code == 201, response.text
+            assert response.headers["x-sixty-degraded"] == "edge-fallback"
+            assert (await api.edge_stats())["edge_requests"] - before == attempts
+            listed = await api.call(
+                "GET", "/api/deals", owner, params={"limit": 500, "search": profile}
+            )
+            assert [d["name"] for d in listed.json()["data"]] == [f"down {profile}"]
+
+
+async def test_breaker_stops_calling_a_dead_edge(start: Start) -> None:
+    """After the breaker opens, creates skip the edge entirely and still succeed."""
+    async with start("optimized") as api:
+        await api.set_edge_faults(failure_rate=1.0)
+        owner = api.user(1)
+        for i in range(6):
+            response = await api.call(
+                "POST",
+                "/api/deals",
+                owner,
+                json={"name": f"b{i}", "company": "c", "owner_id": owner.id},
+            )
+            assert response.status_code == 201
+        before = (await api.edge_stats())["edge_requests"]
+        response = await api.call(
+            "POST",
+            "/api/deals",
+            owner,
+            json={"name": "after-open", "company": "c", "owner_id": owner.id},
+        )
+        assert response.status_code == 201
+        assert (await api.edge_stats())["edge_requests"] == before
+
+
+async def _stream_once(api: Api) -> None:
+    """Open the SSE feed, see one event for our own change, disconnect."""
+    owner = api.user(1)
+    deal = await api.own_deal(owner)
+    async with api.http.stream("GET", "/api/deals/stream", headers=api.auth(owner)) as stream:
+        lines = stream.aiter_lines()
+        assert (await anext(lines)).startswith("retry:")
+        await api.call("PATCH", f"/api/deals/{deal['id']}", owner, json={"name": "live"})
+        async with asyncio.timeout(10):
+            async for line in lines:
+                if line.startswith("data:"):
+                    assert deal["id"] in line
+                    break
+
+
+async def metric(api: Api, name: str) -> float:
+    text = (await api.call("GET", "/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_resource_tracking_releases_feed_listeners(start: Start) -> None:
+    """A disconnected feed client's listener is removed with tracking; legacy leaks it and
+    counts the component as leaking."""
+    for profile, leaked in (("optimized", 0), ("legacy", 1)):
+        async with start(profile) as api:
+            await _stream_once(api)
+            async with asyncio.timeout(10):
+                # The server notices the disconnect asynchronously: poll, bounded.
+                while True:
+                    listeners = await metric(api, "sixty_feed_listeners")
+                    leaking = await metric(api, "sixty_memory_scopes_leaking")
+                    if (leaking >= 1) if leaked else (listeners == 0):
+                        break
+                    await asyncio.sleep(0.05)
+            assert listeners == leaked
+            assert (leaking >= 1) == bool(leaked)
