@@ -162,6 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TOKENS_FILE,
         help=f"where to write the bearer tokens (default {DEFAULT_TOKENS_FILE})",
     )
+    probe = commands.add_parser(
+        "probe",
+        help="queries and auth lookups per request, per endpoint, of a running service",
+        description="Send each endpoint's request a few times as a seeded non-admin owner and "
+        "print the statements and auth lookups each answer reports "
+        "(X-Sixty-Queries, X-Sixty-Auth-Lookups). Creates its own deals.",
+    )
+    probe.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    probe.add_argument(
+        "--tokens-file",
+        type=Path,
+        default=DEFAULT_TOKENS_FILE,
+        help=f"tokens written by sixty serve (default {DEFAULT_TOKENS_FILE})",
+    )
+    probe.add_argument("--repeats", type=int, default=5, help="requests per endpoint")
+    probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -169,7 +185,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Environ | None = None) -
     """Run the ``sixty`` command line; return the process exit code."""
     args = build_parser().parse_args(argv)
     env = os.environ if environ is None else environ
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False)
     try:
         settings = _settings(args, env)
@@ -188,7 +204,7 @@ def _settings(args: argparse.Namespace, env: Environ) -> Settings:
     dsn = getattr(args, "dsn", None)
     return Settings.from_env(
         env,
-        db_backend="url" if dsn else args.db,
+        db_backend="url" if dsn else getattr(args, "db", None),
         database_url=dsn,
         seed_scale=getattr(args, "scale", None),
         seed=getattr(args, "seed", None),
@@ -199,6 +215,8 @@ def _settings(args: argparse.Namespace, env: Environ) -> Settings:
 async def _dispatch(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     if args.command == "serve":
         return await _serve(args, settings, out)
+    if args.command == "probe":
+        return await asyncio.to_thread(_probe, args, out)
     if args.db_command == "check":
         return await _db_check(settings, out)
     if args.db_command == "up":
@@ -365,6 +383,39 @@ async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> 
         out.print("Press Ctrl-C to stop.")
         await _wait_for_interrupt()
         out.print("stopping…")
+    return 0
+
+
+def _probe(args: argparse.Namespace, out: Console) -> int:
+    from sixty_core.harness.probe import as_rows, probe
+
+    if not 1 <= args.repeats <= 1000:
+        raise SixtyError(f"--repeats must be between 1 and 1000, got {args.repeats}")
+    try:
+        owners = json.loads(args.tokens_file.read_text())["owners"]
+        owner = next(o for o in owners if not o["is_admin"])
+    except (OSError, ValueError, KeyError, StopIteration):
+        raise SixtyError(
+            f"cannot read a non-admin owner from {args.tokens_file}: start the "
+            "service with `sixty serve` (it writes that file) or pass "
+            "--tokens-file"
+        ) from None
+    rows = as_rows(probe(args.url, owner["token"], owner["id"], repeats=args.repeats))
+    if args.json:
+        out.print_json(json.dumps(rows))
+        return 0
+    table = Table(title=f"statements per request — {args.url}", show_edge=False)
+    for column in ("endpoint", "status", "first", "steady", "auth lookups (steady)"):
+        table.add_column(column, justify="left" if column == "endpoint" else "right")
+    for r in rows:
+        table.add_row(
+            r["endpoint"],
+            ",".join(map(str, r["statuses"])),
+            str(r["first_queries"]),
+            f"{r['steady_queries']:.1f}",
+            f"{r['steady_auth_lookups']:.1f}",
+        )
+    out.print(table)
     return 0
 
 

@@ -84,12 +84,12 @@ async def running_api(
             create_edge_app(make_edge_writer(Repository(edge_pool)), EdgeFaults())
         )
         edge_url = edge_base
-        config = Settings(
-            time_scale=TEST_TIME_SCALE,
-            session_monitor_period_s=3600.0,
-            edge_deadline_s=2.0,
-            **settings,
-        )
+        defaults: dict[str, Any] = {
+            "time_scale": TEST_TIME_SCALE,
+            "session_monitor_period_s": 3600.0,
+            "edge_deadline_s": 2.0,
+        }
+        config = Settings(**{**defaults, **settings})
         base = await serve(create_app(config, profile, dsn=dsn, edge_url=edge_url), lifespan="on")
         async with httpx.AsyncClient(base_url=base, timeout=30, trust_env=False) as http:
             yield Api(http, edge_url, dsn, profile, generate(TEST_SCALE, TEST_SEED).owners)

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 import httpx
 import pytest
 
+from sixty_core.db.provision import connect
 from sixty_core.errors import ConfigError
 from sixty_core.profiles import FLAGS, LEGACY, OPTIMIZED, resolve_profile
 from tests.api_support import Api, running_api
@@ -210,3 +211,98 @@ async def test_resource_tracking_releases_feed_listeners(start: Start) -> None:
                     await asyncio.sleep(0.05)
             assert listeners == leaked
             assert (leaking >= 1) == bool(leaked)
+
+
+async def test_read_your_writes_after_every_write_kind(start: Start) -> None:
+    """With every cache on, a list read after each kind of write (create, update, move,
+    bulk, delete) reflects that write at once."""
+    async with start("optimized") as api:
+        owner = api.user(1)
+
+        async def listed() -> dict[str, dict[str, object]]:
+            response = await api.call("GET", "/api/deals", owner, params={"limit": 500})
+            return {d["id"]: d for d in response.json()["data"]}
+
+        stages = (await api.call("GET", "/api/stages", owner)).json()["data"]
+        await listed()  # warm the query cache
+        created = await api.call(
+            "POST",
+            "/api/deals",
+            owner,
+            json={"name": "ryw", "company": "c", "owner_id": owner.id},
+        )
+        deal_id = created.json()["data"]["id"]
+        assert deal_id in await listed()
+        await api.call("PATCH", f"/api/deals/{deal_id}", owner, json={"name": "ryw2"})
+        assert (await listed())[deal_id]["name"] == "ryw2"
+        await api.call(
+            "POST", f"/api/deals/{deal_id}/move", owner, json={"stage_id": stages[3]["id"]}
+        )
+        assert (await listed())[deal_id]["stage_id"] == stages[3]["id"]
+        await api.call(
+            "POST",
+            "/api/deals/bulk",
+            owner,
+            json={"operation": "update_stage", "deal_ids": [deal_id], "stage_id": stages[1]["id"]},
+        )
+        assert (await listed())[deal_id]["stage_id"] == stages[1]["id"]
+        stats = await api.call("GET", "/api/deals/pipeline-stats", owner)
+        await api.call("DELETE", f"/api/deals/{deal_id}", owner)
+        assert deal_id not in await listed()
+        after = await api.call("GET", "/api/deals/pipeline-stats", owner)
+        assert (
+            after.json()["data"]["overall"]["total_deals"]
+            == stats.json()["data"]["overall"]["total_deals"] - 1
+        )
+
+
+async def test_slow_edge_never_duplicates_a_create(
+    db_dsn: str, serve: Callable[..., Awaitable[str]]
+) -> None:
+    """The edge answers after the client's deadline but still writes: the fallback insert
+    and the edge's late write share one idempotency key, so rows == acknowledged creates."""
+    async with running_api(db_dsn, OPTIMIZED, serve, edge_deadline_s=0.2) as api:
+        await api.set_edge_faults(latency_ms_median=500.0)
+        owner = api.user(1)
+        before = await deal_count(api)
+        responses = await asyncio.gather(
+            *(
+                api.call(
+                    "POST",
+                    "/api/deals",
+                    owner,
+                    json={"name": f"slow{i}", "company": "c", "owner_id": owner.id},
+                )
+                for i in range(8)
+            )
+        )
+        assert all(r.status_code == 201 for r in responses)
+        assert all(r.headers.get("x-sixty-degraded") == "edge-fallback" for r in responses)
+        async with asyncio.timeout(10):
+            # The late writes land too; they happen in another server, so poll (bounded).
+            while (await api.edge_stats())["edge_writes"] < 8:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert await deal_count(api) == before + 8
+
+
+async def deal_count(api: Api) -> int:
+    conn = await connect(api.dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM deals"))
+    finally:
+        await conn.close()
+
+
+async def test_logout_releases_the_session_monitor_only_with_tracking(start: Start) -> None:
+    """Each session's "performance monitor" timer is released at logout with resource
+    tracking; legacy keeps it armed and reports the component as leaking."""
+    for profile, leaked, index in (("optimized", False, 2), ("legacy", True, 3)):
+        async with start(profile) as api:
+            owner = api.user(index)
+            assert (await api.call("GET", "/api/stages", owner)).status_code == 200
+            timers = await metric(api, "sixty_memory_timers_active")
+            assert timers >= 1
+            await api.call("POST", "/api/auth/logout", owner)
+            after = await metric(api, "sixty_memory_timers_active")
+            assert (after == timers) == leaked
+            assert (await metric(api, "sixty_memory_scopes_leaking") >= 1) == leaked

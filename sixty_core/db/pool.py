@@ -470,7 +470,7 @@ class Pool:
                 f"({gate.waiting} waiting, max_waiting={s.max_waiting})",
                 retry_after_s=DEFAULT_RETRY_AFTER_S,
             )
-        scope = asyncio.timeout(s.acquire_timeout_s)
+        scope = asyncio.timeout(None)
         try:
             async with scope:
                 if not has_slot:
@@ -517,7 +517,7 @@ class Pool:
             with contextlib.suppress(asyncpg.InterfaceError):  # already detached: dead
                 conn.terminate()
         if siblings_suspect and self._state is PoolState.OPEN:
-            pass
+            await self._pool.expire_connections()
 
     async def _checkin(self, conn: asyncpg.Connection | None, since: float) -> None:
         try:
