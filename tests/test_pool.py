@@ -333,6 +333,24 @@ async def test_session_set_is_reset_only_by_the_default_reset(
             assert await conn.fetchval("SHOW application_name") == app_name
 
 
+@pytest.mark.parametrize("fast_reset", [False, True], ids=["default_reset", "fast_reset"])
+async def test_broken_connection_is_discarded_not_reused(
+    db_dsn: str, app_name: str, fast_reset: bool
+) -> None:
+    """P4: a connection whose backend died under its borrower is never lent again."""
+    settings = small(max_size=1, fast_reset=fast_reset)
+    async with Pool(db_dsn, settings, application_name=app_name) as pool:
+        with pytest.raises(DatabaseUnavailableError):
+            async with pool.acquire() as conn:
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+        stats = pool.get_stats()
+        assert (stats["connection_failures"], stats["acquires"]) == (1, 2)
+        assert_all_returned(pool)
+
+
 # --- P5, P6: cancellation ----------------------------------------------------------------
 
 
@@ -414,27 +432,31 @@ async def test_cancel_storm_leaves_no_leak_and_no_lost_write(
 # --- P7: exhaustion ------------------------------------------------------------------------
 
 
-async def test_max_waiting_rejects_the_excess_at_once(db_dsn: str, app_name: str) -> None:
+@pytest.mark.parametrize("max_waiting", [0, 2])
+async def test_max_waiting_rejects_the_excess_at_once(
+    db_dsn: str, app_name: str, max_waiting: int
+) -> None:
     """P7: with every slot held, callers beyond max_waiting get OverloadedError without waiting."""
-    async with Pool(db_dsn, small(max_size=2, max_waiting=2), application_name=app_name) as pool:
+    settings = small(max_size=2, max_waiting=max_waiting)
+    async with Pool(db_dsn, settings, application_name=app_name) as pool:
         held = contextlib.AsyncExitStack()
         for _ in range(2):
             await held.enter_async_context(pool.acquire())
         tasks = [asyncio.create_task(select_one(pool), name=f"p7-{i}") for i in range(5)]
-        await eventually(lambda: pool.get_stats()["pool_waiting"] == 2, "2 waiters queued")
+        await eventually(lambda: sum(t.done() for t in tasks) == 5 - max_waiting, "rejections")
         # The slots are still held, so whatever finished was refused rather than served.
-        rejected = [t for t in tasks if t.done()]
-        assert len(rejected) == 3
-        for task in rejected:
+        assert pool.get_stats()["pool_waiting"] == max_waiting
+        for task in (t for t in tasks if t.done()):
             error = task.exception()
             assert isinstance(error, OverloadedError)
-            assert "max_waiting=2" in str(error)
+            assert f"max_waiting={max_waiting}" in str(error)
             assert error.retry_after_s > 0
         await held.aclose()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert results.count(1) == 2
+        assert results.count(1) == max_waiting
         stats = pool.get_stats()
-        assert (stats["rejections"], stats["acquire_timeouts"], stats["acquires"]) == (3, 0, 4)
+        assert stats["rejections"] == 5 - max_waiting
+        assert (stats["acquire_timeouts"], stats["acquires"]) == (0, 2 + max_waiting)
         assert_all_returned(pool)
 
 

@@ -470,7 +470,7 @@ class Pool:
                 f"({gate.waiting} waiting, max_waiting={s.max_waiting})",
                 retry_after_s=DEFAULT_RETRY_AFTER_S,
             )
-        scope = asyncio.timeout(None)
+        scope = asyncio.timeout(s.acquire_timeout_s)
         try:
             async with scope:
                 if not has_slot:
@@ -486,7 +486,9 @@ class Pool:
                     f"timed out after {s.acquire_timeout_s:g} s waiting for a database connection",
                     retry_after_s=DEFAULT_RETRY_AFTER_S,
                 ) from None
-            if self._is_closed() and not isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, LifecycleError | asyncio.CancelledError):
+                raise
+            if self._is_closed():  # asyncpg refused: "pool is closing"
                 raise LifecycleError("pool closed while waiting for a connection") from exc
             failure = _connection_failure(exc, None)
             if failure is None:
@@ -511,6 +513,10 @@ class Pool:
         afresh, so a caller sees one failure rather than one per dead connection (P1).
         Idle connections are replaced at their next acquire, borrowed ones at release.
         A timeout (``command_timeout``) says nothing about the siblings.
+
+        Known noise: asyncpg closes an expired connection in a task it does not await. If
+        that connection was already dead, asyncio logs "Task exception was never retrieved"
+        (``BrokenPipeError``). It is harmless.
         """
         self._connection_failures += 1
         if conn is not None:
@@ -570,32 +576,32 @@ class Pool:
     def get_stats(self) -> dict[str, Any]:
         """A snapshot of the pool, as a plain dict with stable keys.
 
-        ========================  ==================================================
-        ``pool_size``             open connections now (asyncpg ``get_size``)
-        ``pool_idle``             open connections not borrowed now
-        ``pool_busy``             connections borrowed now
-        ``pool_available``        free slots now (``pool_max_size`` when all is returned)
-        ``pool_waiting``          callers queued for a slot now
-        ``pool_max_size``         ``settings.max_size``
-        ``pool_min_size``         ``settings.min_size``
-        ``acquires``              connections handed out
-        ``acquire_timeouts``      acquires that gave up after ``acquire_timeout_s``
-        ``acquire_errors``        acquires that failed to connect
-        ``connection_failures``   borrowed connections found broken (then discarded)
-        ``rejections``            acquires refused at once (``max_waiting`` reached)
-        ``acquire_wait_ms_total`` summed wait of successful acquires
-        ``acquire_wait_ms_max``   longest wait of a successful acquire
-        ``acquire_wait_ms_buckets`` ``{le: count}`` over successful acquires,
-                                  cumulative like Prometheus (``"+Inf"`` = acquires)
-        ``busy_connection_s``     borrowed connection-seconds: each returned
-                                  connection's held time, plus the held time so far of
-                                  those borrowed now
-        ``open_connection_s``     integral of ``pool_size`` over time since open
-        ``pool_efficiency``       busy / open connection-seconds (0.0 before any)
-        ``health``                ``overloaded`` if waiting > 5, else ``busy`` if
-                                  idle < 2, else ``healthy`` (the original's rule)
-        ``utilization_pct``       ``pool_busy / pool_max_size * 100``
-        ========================  ==================================================
+        ===========================  ====================================================
+        ``pool_size``                open connections now (asyncpg ``get_size``)
+        ``pool_idle``                open connections not borrowed now
+        ``pool_busy``                connections borrowed now
+        ``pool_available``           free slots now (``pool_max_size`` when all is returned)
+        ``pool_waiting``             callers queued for a slot now
+        ``pool_max_size``            ``settings.max_size``
+        ``pool_min_size``            ``settings.min_size``
+        ``acquires``                 connections handed out
+        ``acquire_timeouts``         acquires that gave up after ``acquire_timeout_s``
+        ``acquire_errors``           acquires that failed to connect
+        ``connection_failures``      borrowed connections found broken (then discarded)
+        ``rejections``               acquires refused at once (``max_waiting`` reached)
+        ``acquire_wait_ms_total``    summed wait of successful acquires
+        ``acquire_wait_ms_max``      longest wait of a successful acquire
+        ``acquire_wait_ms_buckets``  ``{le: count}`` over successful acquires,
+                                     cumulative like Prometheus (``"+Inf"`` = acquires)
+        ``busy_connection_s``        borrowed connection-seconds: each returned
+                                     connection's held time, plus the held time so far of
+                                     those borrowed now
+        ``open_connection_s``        integral of ``pool_size`` over time since open
+        ``pool_efficiency``          busy / open connection-seconds (0.0 before any)
+        ``health``                   ``overloaded`` if waiting > 5, else ``busy`` if
+                                     idle < 2, else ``healthy`` (the original's rule)
+        ``utilization_pct``          ``pool_busy / pool_max_size * 100``
+        ===========================  ====================================================
 
         ``open_connection_s`` samples the size at each event (acquire, release, this call)
         and holds it until the next event. So a size change between events (idle expiry, a
