@@ -406,7 +406,7 @@ def _probe(args: argparse.Namespace, out: Console) -> int:
         return 0
     table = Table(title=f"statements per request — {args.url}", show_edge=False)
     for column in ("endpoint", "status", "first", "steady", "auth lookups (steady)"):
-        table.add_column(column, justify="left" if column == "endpoint" else "right")
+        table.add_column(column, justify="left" if column == "endpoint" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
             r["endpoint"],

@@ -77,9 +77,7 @@ def probe(
         created = http.post(
             "/api/deals", json={"name": "probe", "company": "probe", "owner_id": owner_id}
         )
-        body = created.json()
-        deal = body["data"]["data"] if isinstance(body.get("error"), str) else body["data"]
-        deal_id = deal["id"]
+        deal_id = _deal_of(created.json())["id"]
 
         def run(endpoint: str, call: Callable[[int], httpx.Response]) -> None:
             counts = EndpointCounts(endpoint)
@@ -89,10 +87,19 @@ def probe(
                     on_request()
             results.append(counts)
 
+        created_ids: list[str] = []
+
         def create(i: int) -> httpx.Response:
-            return http.post(
+            response = http.post(
                 "/api/deals", json={"name": f"probe {i}", "company": "probe", "owner_id": owner_id}
             )
+            if response.status_code < 300:
+                created_ids.append(_deal_of(response.json())["id"])
+            return response
+
+        def delete(i: int) -> httpx.Response:
+            # Deletes only the deals this probe created, one per request.
+            return http.delete(f"/api/deals/{created_ids[i]}")
 
         run("GET /api/stages", lambda i: http.get("/api/stages"))
         run("GET /api/owners", lambda i: http.get("/api/owners"))
@@ -122,7 +129,15 @@ def probe(
                 },
             ),
         )
+        if len(created_ids) == repeats:
+            run("DELETE /api/deals/{id}", delete)
     return results
+
+
+def _deal_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The deal in a create answer: legacy nests it (``{data: {data: deal}}``)."""
+    data: dict[str, Any] = body["data"]
+    return data["data"] if isinstance(body.get("error"), str) else data
 
 
 def as_rows(results: list[EndpointCounts]) -> list[dict[str, Any]]:
