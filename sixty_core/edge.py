@@ -26,6 +26,7 @@ Upstream stats (``GET /functions/v1/stats``):
 ``edge_latency_injected_ms_total`` latency slept by the latency fault
 ``edge_writes``                    deals returned by the writer (idempotent replays included)
 ``edge_write_errors``              writer calls that raised (answered 500)
+``edge_write_refusals``            writer calls refusing the deal itself (answered 400 or 409)
 ``edge_bad_requests``              requests answered 400 or 413
 ================================== ============================================================
 
@@ -70,9 +71,12 @@ from sixty_core.breaker import CircuitBreaker
 from sixty_core.errors import (
     AuthError,
     ConfigError,
+    ConflictError,
     LifecycleError,
+    NotFoundError,
     UpstreamError,
     UpstreamTimeoutError,
+    ValidationError,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,6 +84,8 @@ logger = logging.getLogger(__name__)
 EDGE_PREFIX = "/functions/v1"
 DEALS_PATH = f"{EDGE_PREFIX}/deals"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Longest upstream error text passed on to a caller.
+MAX_DETAIL_CHARS = 200
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_BODY_BYTES = 1024 * 1024  # requests to the upstream and responses to the clients
 
@@ -204,6 +210,7 @@ class _EdgeUpstream:
                 "edge_latency_injected_ms_total",
                 "edge_writes",
                 "edge_write_errors",
+                "edge_write_refusals",
                 "edge_bad_requests",
             ),
             0,
@@ -257,6 +264,11 @@ class _EdgeUpstream:
             return _envelope(400, error="request body must be a JSON object")
         try:
             deal = await self._writer(fields, key)
+        except (ValidationError, NotFoundError, ConflictError) as exc:
+            # The deal itself is refused (a bad reference, a reused key): the caller's
+            # fault, so no retry can help. The message is already safe to show.
+            self.stats["edge_write_refusals"] += 1
+            return _envelope(409 if isinstance(exc, ConflictError) else 400, error=str(exc))
         except Exception:
             # The edge function never leaked database text; log it here instead.
             self.stats["edge_write_errors"] += 1
@@ -395,11 +407,15 @@ class _ContractError(Exception):
 
 
 class _AttemptFailed(Exception):
-    """One HTTP attempt failed; ``status`` is None for transport errors and timeouts."""
+    """One HTTP attempt failed; ``status`` is None for transport errors and timeouts.
 
-    def __init__(self, reason: str, *, status: int | None = None) -> None:
+    ``detail`` is the upstream's own ``error`` text of a non-2xx answer, if it sent one.
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, detail: str = "") -> None:
         super().__init__(reason)
         self.status = status
+        self.detail = detail
 
 
 class _EdgeClient:
@@ -487,7 +503,11 @@ class _EdgeClient:
             ) as response:
                 status = response.status_code
                 if not 200 <= status < 300:
-                    raise _AttemptFailed(f"edge answered HTTP {status}", status=status)
+                    raise _AttemptFailed(
+                        f"edge answered HTTP {status}",
+                        status=status,
+                        detail=await _error_detail(response),
+                    )
                 return _parse_deal(await _read_bounded(response))
         except _AttemptFailed:
             self._stats["edge_failures"] += 1
@@ -527,6 +547,16 @@ async def _read_bounded(response: httpx.Response) -> bytes:
             raise _ContractError(f"response body exceeds {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _error_detail(response: httpx.Response) -> str:
+    """The ``error`` text of a failed answer, at most :data:`MAX_DETAIL_CHARS`; "" if none."""
+    try:
+        envelope = json.loads(await _read_bounded(response))
+    except (_ContractError, ValueError, UnicodeDecodeError, httpx.HTTPError):
+        return ""
+    error = envelope.get("error") if isinstance(envelope, dict) else None
+    return error[:MAX_DETAIL_CHARS] if isinstance(error, str) else ""
 
 
 def _parse_deal(body: bytes) -> dict[str, Any]:
@@ -616,9 +646,12 @@ class OptimizedEdgeClient(_EdgeClient):
 
     Each attempt first asks the breaker, and reports its outcome to it: transport errors,
     timeouts, 408, 429, 5xx and broken 2xx bodies are failures and are retried (safe: the
-    ``Idempotency-Key`` makes the upstream write at most once); any other status (401
-    included: it is our credentials, not the user's) ends the create with UpstreamError
-    without a retry and counts as a breaker success, since the upstream did answer.
+    ``Idempotency-Key`` makes the upstream write at most once). A 400 or 409 refuses the
+    deal itself (a bad reference, a reused key): it raises :class:`ValidationError` or
+    :class:`ConflictError` with the upstream's message, for the caller to pass on rather
+    than fall back. Any other status (401 included: it is our credentials, not the user's)
+    ends the create with UpstreamError. Neither is retried, and both count as a breaker
+    success, since the upstream did answer: one user's bad input never opens the breaker.
     Between attempts it sleeps ``retry_delay_s`` (not scaled: it reproduces nothing).
     """
 
@@ -657,6 +690,8 @@ class OptimizedEdgeClient(_EdgeClient):
         fallback insert. Raises :class:`CircuitOpenError` when the breaker refuses (before or
         between attempts), :class:`UpstreamTimeoutError` when the deadline passes, and
         :class:`UpstreamError` for anything else; the caller then inserts directly, once.
+        :class:`ValidationError` / :class:`ConflictError` when the upstream refused the deal
+        itself (400 / 409); a fallback insert would be refused the same way.
         """
         if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise ValueError(
@@ -687,7 +722,7 @@ class OptimizedEdgeClient(_EdgeClient):
                             last = exc
                             continue
                         self._breaker.record_success()
-                        raise UpstreamError(str(exc)) from None
+                        raise _refusal(exc) from None
                     in_flight = False
                     self._breaker.record_success()
                     return deal
@@ -707,6 +742,15 @@ class OptimizedEdgeClient(_EdgeClient):
             if in_flight:
                 self._breaker.record_abandoned()
             raise
+
+
+def _refusal(failed: _AttemptFailed) -> Exception:
+    """The error for a non-retryable answer: the deal's own fault (400/409) or upstream's."""
+    if failed.status == 400:
+        return ValidationError(failed.detail or "the edge upstream refused the deal")
+    if failed.status == 409:
+        return ConflictError(failed.detail or "the edge upstream reports a conflict")
+    return UpstreamError(str(failed))
 
 
 def _is_retryable(status: int | None) -> bool:

@@ -23,7 +23,13 @@ import msgspec
 
 from sixty_core.auth import User
 from sixty_core.db.repository import ListQuery, Repository, deal_write_tags
-from sixty_core.errors import ForbiddenError, NotFoundError, SixtyError, ValidationError
+from sixty_core.errors import (
+    ForbiddenError,
+    NotFoundError,
+    SixtyError,
+    UpstreamError,
+    ValidationError,
+)
 from sixty_core.models import (
     BulkRequest,
     DealCreate,
@@ -131,6 +137,10 @@ def _default_stage(stages: list[Row]) -> Any:
     return stages[0]["id"]
 
 
+def _is_blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _check_owner(user: User, owner_id: Any) -> None:
     if not user.is_admin and owner_id != user.id:
         raise ForbiddenError("you may only create deals that you own")
@@ -193,19 +203,25 @@ class RobustCreate(_CreateBase):
         self, user: User, body: DealCreate, *, idempotency_key: str | None
     ) -> CreatedDeal:
         self.creates += 1
-        missing = [f for f in REQUIRED_CREATE_FIELDS if getattr(body, f) is None]
+        missing = [f for f in REQUIRED_CREATE_FIELDS if _is_blank(getattr(body, f))]
         if missing:
             raise ValidationError(f"missing required fields: {', '.join(missing)}")
         fields = present_fields(body)
         _check_owner(user, fields["owner_id"])
+        stages = await self._static.stages()
         if "stage_id" not in fields:
-            fields["stage_id"] = _default_stage(await self._static.stages())
-        key = idempotency_key or str(uuid.uuid4())
+            fields["stage_id"] = _default_stage(stages)
+        elif str(fields["stage_id"]) not in {str(stage["id"]) for stage in stages}:
+            # Refused here, not by the upstream: bad input must never count against it.
+            raise ValidationError(f"stage_id {fields['stage_id']} is not a deal stage")
+        # Keys are scoped to the caller: another user's key names another deal, never theirs.
+        key = f"{user.id}:{idempotency_key or uuid.uuid4()}"
         try:
             deal = await self._edge.create_deal(fields, key)
             self._invalidate_after_edge_write(deal)
             return CreatedDeal(deal, degraded=False, legacy_envelope=False)
-        except SixtyError:
+        except UpstreamError:
+            # Only an upstream failure falls back; a refused deal (400/409) is passed on.
             self.fallbacks += 1
             deal, _ = await self._repo.insert_deal(fields, idempotency_key=key)
             return CreatedDeal(deal, degraded=True, legacy_envelope=False)

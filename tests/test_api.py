@@ -419,3 +419,58 @@ async def test_rows_equal_acknowledged_creates(api: Api) -> None:
         ok += response.status_code == 201
     assert ok == 20
     assert await count_deals(api.dsn) == before + ok
+
+
+@pytest_asyncio.fixture
+async def optimized_api(db_dsn: str, serve: Callable[..., Awaitable[str]]) -> AsyncIterator[Api]:
+    async with running_api(db_dsn, resolve_profile("optimized"), serve) as running:
+        yield running
+
+
+async def create_with_key(api: Api, owner: Any, name: str, key: str) -> Any:
+    return await api.call(
+        "POST",
+        "/api/deals",
+        owner,
+        headers={"Idempotency-Key": key},
+        json={"name": name, "company": "c", "owner_id": owner.id},
+    )
+
+
+async def test_idempotency_keys_are_scoped_to_the_caller(optimized_api: Api) -> None:
+    """B sending A's Idempotency-Key gets a deal of B's own, never A's; A's repeat is A's."""
+    api = optimized_api
+    a, b = api.user(1), api.user(2)
+    first = await create_with_key(api, a, "A secret", "shared-key")
+    assert first.status_code == 201, first.text
+    theirs = await create_with_key(api, b, "B deal", "shared-key")
+    assert theirs.status_code == 201, theirs.text
+    assert theirs.json()["data"]["owner_id"] == b.id
+    assert theirs.json()["data"]["name"] == "B deal"
+    assert "A secret" not in theirs.text
+    again = await create_with_key(api, a, "A secret", "shared-key")
+    assert again.json()["data"]["id"] == first.json()["data"]["id"]
+
+
+async def test_bad_create_input_is_refused_before_the_edge(optimized_api: Api) -> None:
+    """An unknown stage or a blank name is a 400 from the service: the edge is not called,
+    so a user's bad input never counts against the upstream's breaker."""
+    api = optimized_api
+    owner = api.user(1)
+    edge_before = (await api.edge_stats())["edge_requests"]
+    for body, message in (
+        ({"stage_id": new_id()}, "is not a deal stage"),
+        ({"name": "   "}, "missing required fields: name"),
+        ({"company": "\t"}, "missing required fields: company"),
+    ):
+        response = await api.call(
+            "POST",
+            "/api/deals",
+            owner,
+            json={"name": "n", "company": "c", "owner_id": owner.id, **body},
+        )
+        assert response.status_code == 400, response.text
+        assert message in response.json()["error"]["message"]
+    assert (await api.edge_stats())["edge_requests"] == edge_before
+    good = await create_with_key(api, owner, "good", new_id())
+    assert good.status_code == 201 and "x-sixty-degraded" not in good.headers

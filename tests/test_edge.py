@@ -27,9 +27,11 @@ from sixty_core.errors import (
     AuthError,
     CircuitOpenError,
     ConfigError,
+    ConflictError,
     LifecycleError,
     UpstreamError,
     UpstreamTimeoutError,
+    ValidationError,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -537,15 +539,46 @@ async def test_optimized_retry_reuses_the_idempotency_key(serve: Serve) -> None:
     assert (stats["edge_calls"], stats["edge_retries"], stats["edge_failures"]) == (2, 1, 1)
 
 
-async def test_optimized_client_does_not_retry_a_4xx(serve: Serve) -> None:
-    """A 4xx other than 408/429 ends the create at once and is no breaker failure."""
-    stub = StubUpstream(answer(400, {"data": None, "error": "bad"}))
+@pytest.mark.parametrize(
+    ("status", "error", "match"),
+    [
+        (400, ValidationError, "stage is gone"),
+        (409, ConflictError, "stage is gone"),
+        (404, UpstreamError, "HTTP 404"),
+    ],
+)
+async def test_optimized_client_does_not_retry_a_4xx(
+    serve: Serve, status: int, error: type[Exception], match: str
+) -> None:
+    """A 4xx other than 408/429 ends the create at once and is no breaker failure; a 400
+    or 409 refuses the deal itself and carries the upstream's words."""
+    stub = StubUpstream(answer(status, {"data": None, "error": "stage is gone"}))
     url = await serve(stub)
     async with optimized(url) as client:
-        with pytest.raises(UpstreamError, match="HTTP 400"):
+        with pytest.raises(error, match=match):
             await client.create_deal(DEAL, "k")
         stats = client.get_stats()
     assert (len(stub.requests), stats["breaker_failures"]) == (1, 0)
+
+
+async def test_refused_deals_never_open_the_breaker(serve: Serve) -> None:
+    """Ten deals the writer refuses (400 from the real upstream): no retry, breaker closed."""
+
+    async def refusing_writer(
+        fields: Mapping[str, Any], idempotency_key: str | None
+    ) -> dict[str, Any]:
+        raise ValidationError("a referenced record (stage) does not exist")
+
+    url = await serve(create_edge_app(refusing_writer, EdgeFaults()))
+    async with optimized(url) as client:
+        for i in range(10):
+            with pytest.raises(ValidationError, match="referenced record"):
+                await client.create_deal(DEAL, f"k{i}")
+        stats = client.get_stats()
+    assert (stats["edge_calls"], stats["edge_retries"]) == (10, 0)
+    assert (stats["breaker_state"], stats["breaker_failures"]) == ("closed", 0)
+    upstream = await edge_stats(url)
+    assert (upstream["edge_write_refusals"], upstream["edge_write_errors"]) == (10, 0)
 
 
 async def test_optimized_client_end_to_end_writes_once_per_key(serve: Serve) -> None:

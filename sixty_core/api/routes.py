@@ -21,7 +21,8 @@ from sixty_core.models import BulkRequest, DealCreate, DealUpdate, MoveRequest
 from sixty_core.tokens import hash_token
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_IDEMPOTENCY_KEY = 200
+#: The service prefixes the caller's id (37 chars); the edge takes keys of up to 200.
+MAX_IDEMPOTENCY_KEY = 128
 T = TypeVar("T")
 
 Handler = Callable[[Request, User], Awaitable[Response]]

@@ -220,6 +220,13 @@ async def translated_errors() -> AsyncIterator[None]:
         raise ValidationError("a field has an invalid value") from None
     except asyncpg.QueryCanceledError:
         raise DatabaseUnavailableError("the database took too long to answer") from None
+    except (asyncpg.TransactionRollbackError, asyncpg.LockNotAvailableError):
+        # Deadlock, serialization failure, lock timeout: the same request may succeed
+        # when sent again, so it is a conflict, not a server error.
+        raise ConflictError("the deal was changed concurrently; send the request again") from None
+    except (asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError):
+        # Admin shutdown / crash shutdown / out of disk or memory on the server.
+        raise DatabaseUnavailableError("the database is unavailable") from None
     except (
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
@@ -471,8 +478,12 @@ class Repository:
             )
             if row is None:  # pragma: no cover - the conflicting row vanished meanwhile
                 raise ConflictError("the deal was deleted while it was being created")
-        if created:
-            self.invalidate(deal_write_tags([row["owner_id"]], [row["id"]]))
+            if str(row["owner_id"]) != str(fields.get("owner_id")):
+                # A key names one deal of one owner; never hand back somebody else's.
+                raise ConflictError("this Idempotency-Key was already used for another deal")
+        # Also when not created here: the row may have been written by another process
+        # (the edge upstream) whose write this process's caches never saw.
+        self.invalidate(deal_write_tags([row["owner_id"]], [row["id"]]))
         return row, created
 
     async def update_deal(
