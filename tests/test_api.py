@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -41,6 +43,12 @@ def created_deal(api: Api, body: dict[str, Any]) -> dict[str, Any]:
         assert body["error"] == "Deal created successfully"  # the original's broken shape
         deal = body["data"]["data"]
     return deal
+
+
+def forged_cursor(sort: str, value: str) -> str:
+    """A well-formed cursor for ``sort`` (descending) whose value was not written by us."""
+    raw = json.dumps([sort, "desc", value, "00000000-0000-0000-0000-000000000001"])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 async def count_deals(dsn: str) -> int:
@@ -161,6 +169,10 @@ async def test_creating_for_another_owner_is_forbidden(api: Api) -> None:
         ("GET", "/api/deals?status=open", {}, 400),
         ("GET", "/api/deals?stage_id=nope", {}, 400),
         ("GET", "/api/deals?cursor=garbage", {}, 400),
+        ("GET", f"/api/deals?cursor={forged_cursor('created_at', 'not-a-date')}", {}, 400),
+        ("GET", f"/api/deals?sort=value&cursor={forged_cursor('value', 'NaN')}", {}, 400),
+        ("GET", "/api/deals?limit=%EF%BC%95", {}, 400),  # a full-width digit five
+        ("GET", "/api/deals?limit=1_0", {}, 400),
         ("GET", "/api/deals/not-a-uuid", {}, 400),
         ("GET", f"/api/deals/{new_id()}", {}, 404),
         ("PATCH", f"/api/deals/{new_id()}", {"json": {"name": "x"}}, 404),

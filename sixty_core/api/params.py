@@ -43,6 +43,9 @@ def parse_int(params: QueryParams, name: str, *, default: int, low: int, high: i
     if raw is None or raw == "":
         return default
     try:
+        # ASCII digits only: int() would also take full-width digits or "1_000".
+        if not raw.lstrip("-").isascii() or not raw.lstrip("-").isdigit():
+            raise ValueError(raw)
         value = int(raw)
     except ValueError:
         raise ValidationError(f"{name} must be a whole number, got {raw[:40]!r}") from None

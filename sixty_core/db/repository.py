@@ -179,7 +179,25 @@ class Cursor:
             raise ValidationError("cursor is malformed: pass next_cursor back unchanged") from None
         if (cursor.sort, cursor.order) != (sort, order):
             raise ValidationError("cursor belongs to another sort order: restart the listing")
+        if not _is_valid_cursor_value(SORT_FIELDS[sort][1], cursor.value):
+            # Checked here so a forged value is a clear 400, not a failed cast in Postgres.
+            raise ValidationError("cursor is malformed: pass next_cursor back unchanged")
         return cursor
+
+
+def _is_valid_cursor_value(cast: str, value: str) -> bool:
+    """Whether ``value`` reads as the sort column's type (what :func:`_cursor_value` wrote)."""
+    if cast == "timestamptz":
+        try:
+            return dt.datetime.fromisoformat(value).tzinfo is not None
+        except ValueError:
+            return False
+    if cast == "numeric":
+        try:
+            return Decimal(value).is_finite()
+        except ArithmeticError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
