@@ -141,20 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--edge-failure-rate",
         type=float,
-        default=0.0,
-        help="share of edge create calls answered 503 (0..1)",
+        default=None,
+        help="share of edge create calls answered 503 (0..1; default 0); "
+        "env SIXTY_EDGE_FAILURE_RATE",
     )
     serve.add_argument(
         "--edge-hang-probability",
         type=float,
-        default=0.0,
-        help="share of edge create calls that never answer (0..1)",
+        default=None,
+        help="share of edge create calls that never answer (0..1; default 0); "
+        "env SIXTY_EDGE_HANG_PROBABILITY",
     )
     serve.add_argument(
         "--edge-latency-ms",
         type=float,
-        default=0.0,
-        help="median edge latency (lognormal, sigma 0.5)",
+        default=None,
+        help="median edge latency in ms (lognormal, sigma 0.5; default 0); "
+        "env SIXTY_EDGE_LATENCY_MS",
     )
     serve.add_argument(
         "--tokens-file",
@@ -209,6 +212,9 @@ def _settings(args: argparse.Namespace, env: Environ) -> Settings:
         seed_scale=getattr(args, "scale", None),
         seed=getattr(args, "seed", None),
         time_scale=getattr(args, "time_scale", None),
+        edge_failure_rate=getattr(args, "edge_failure_rate", None),
+        edge_hang_probability=getattr(args, "edge_hang_probability", None),
+        edge_latency_ms=getattr(args, "edge_latency_ms", None),
     )
 
 
@@ -332,10 +338,10 @@ async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> 
 
     profile = resolve_profile(args.profile)
     edge = EdgeOptions(
-        failure_rate=args.edge_failure_rate,
-        hang_probability=args.edge_hang_probability,
-        latency_ms=args.edge_latency_ms,
-        latency_sigma=0.5 if args.edge_latency_ms else 0.0,
+        failure_rate=settings.edge_failure_rate,
+        hang_probability=settings.edge_hang_probability,
+        latency_ms=settings.edge_latency_ms,
+        latency_sigma=0.5 if settings.edge_latency_ms else 0.0,
     )
     log = _step_printer(out)
     async with AsyncExitStack() as stack:

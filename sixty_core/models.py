@@ -84,12 +84,17 @@ class BulkRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Deal(msgspec.Struct):
-    """A deal as the API returns it."""
+    """A deal as the API returns it: the response schema in ``/openapi.json``.
+
+    Money is a JSON number (the database's numeric, as the responses encode it);
+    timestamps are RFC 3339 strings. Every column a deal answer carries is listed, so
+    schemathesis's response checks cover them all.
+    """
 
     id: uuid.UUID
     name: str
     company: str
-    value: Decimal
+    value: float
     stage_id: uuid.UUID
     owner_id: uuid.UUID
     status: str
@@ -105,9 +110,9 @@ class Deal(msgspec.Struct):
     contact_email: str | None = None
     contact_phone: str | None = None
     description: str | None = None
-    one_off_revenue: Decimal | None = None
-    monthly_mrr: Decimal | None = None
-    annual_value: Decimal | None = None
+    one_off_revenue: float | None = None
+    monthly_mrr: float | None = None
+    annual_value: float | None = None
     expected_close_date: dt.date | None = None
     probability: int | None = None
     company_id: uuid.UUID | None = None

@@ -7,6 +7,7 @@ Nothing below the CLI reads ``os.environ``; the CLI builds :class:`Settings` onc
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from sixty_core.errors import ConfigError
@@ -26,6 +27,10 @@ DEFAULT_MEMORY_WARNING_MB = 100.0
 DEFAULT_MEMORY_CRITICAL_MB = 200.0
 #: Period of the original's per-session "performance monitor" timer, in seconds.
 DEFAULT_SESSION_MONITOR_PERIOD_S = 10.0
+#: How often the service samples its RSS (trend, thresholds, emergency cleanup).
+DEFAULT_MEMORY_SAMPLE_INTERVAL_S = 5.0
+#: With resource_tracking, monitors of at most this many sessions live at once (LRU).
+DEFAULT_MAX_MONITORED_SESSIONS = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +38,11 @@ class Settings:
     """Every knob of sixty_core, with its default visible here.
 
     Environment variables (all optional): ``SIXTY_DB``, ``SIXTY_DATABASE_URL``,
-    ``SIXTY_PG_IMAGE``, ``SIXTY_DOCKER_NETWORK``, ``SIXTY_TIME_SCALE``, ``SIXTY_EDGE_URL``.
+    ``SIXTY_PG_IMAGE``, ``SIXTY_DOCKER_NETWORK``, ``SIXTY_EDGE_URL``, and the numbers in
+    :data:`NUMERIC_ENV` (``SIXTY_TIME_SCALE``, ``SIXTY_EDGE_FAILURE_RATE``, ...).
+
+    The edge faults (``edge_failure_rate``, ``edge_hang_probability``, ``edge_latency_ms``)
+    are what ``sixty serve`` injects into the edge upstream it starts.
     """
 
     db_backend: str = DEFAULT_DB_BACKEND
@@ -48,9 +57,14 @@ class Settings:
     edge_port: int = DEFAULT_EDGE_PORT
     edge_url: str | None = None
     edge_deadline_s: float = DEFAULT_EDGE_DEADLINE_S
+    edge_failure_rate: float = 0.0
+    edge_hang_probability: float = 0.0
+    edge_latency_ms: float = 0.0
     memory_warning_mb: float = DEFAULT_MEMORY_WARNING_MB
     memory_critical_mb: float = DEFAULT_MEMORY_CRITICAL_MB
     session_monitor_period_s: float = DEFAULT_SESSION_MONITOR_PERIOD_S
+    memory_sample_interval_s: float = DEFAULT_MEMORY_SAMPLE_INTERVAL_S
+    max_monitored_sessions: int = DEFAULT_MAX_MONITORED_SESSIONS
     application_name: str = "sixty"
 
     def __post_init__(self) -> None:
@@ -63,6 +77,27 @@ class Settings:
             raise ConfigError(f"seed scale must be >= 0, got {self.seed_scale}")
         if not self.time_scale >= 0:
             raise ConfigError(f"time scale must be >= 0, got {self.time_scale}")
+        for name in ("edge_failure_rate", "edge_hang_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+        for name in ("edge_latency_ms", "edge_deadline_s", "memory_warning_mb"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        if not self.memory_critical_mb >= self.memory_warning_mb:
+            raise ConfigError(
+                f"memory_critical_mb ({self.memory_critical_mb}) must be >= "
+                f"memory_warning_mb ({self.memory_warning_mb})"
+            )
+        if not self.memory_sample_interval_s > 0:
+            raise ConfigError(
+                f"memory sample interval must be > 0 s, got {self.memory_sample_interval_s}"
+            )
+        if self.max_monitored_sessions < 1:
+            raise ConfigError(
+                f"max monitored sessions must be >= 1, got {self.max_monitored_sessions}"
+            )
 
     @classmethod
     def from_env(cls, environ: Environ, **overrides: object) -> Settings:
@@ -82,14 +117,27 @@ class Settings:
             values["docker_network"] = environ["SIXTY_DOCKER_NETWORK"]
         if environ.get("SIXTY_EDGE_URL"):
             values["edge_url"] = environ["SIXTY_EDGE_URL"]
-        if environ.get("SIXTY_TIME_SCALE"):
-            values["time_scale"] = _parse_float("SIXTY_TIME_SCALE", environ["SIXTY_TIME_SCALE"])
+        for env_name, field_name in NUMERIC_ENV.items():
+            if environ.get(env_name):
+                values[field_name] = _parse_float(env_name, environ[env_name])
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**values)  # type: ignore[arg-type]
+
+
+#: Numeric settings read from the environment: variable -> field.
+NUMERIC_ENV = {
+    "SIXTY_TIME_SCALE": "time_scale",
+    "SIXTY_EDGE_DEADLINE_S": "edge_deadline_s",
+    "SIXTY_EDGE_FAILURE_RATE": "edge_failure_rate",
+    "SIXTY_EDGE_HANG_PROBABILITY": "edge_hang_probability",
+    "SIXTY_EDGE_LATENCY_MS": "edge_latency_ms",
+    "SIXTY_MEMORY_WARNING_MB": "memory_warning_mb",
+    "SIXTY_MEMORY_CRITICAL_MB": "memory_critical_mb",
+}
 
 
 def _parse_float(name: str, raw: str) -> float:

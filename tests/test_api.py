@@ -389,6 +389,11 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
     }
     assert set(health["cache"]) >= {"hit_rate", "total_hits", "total_misses", "entries"}
     assert health["api"]["profile"] == api.profile.name
+    assert set(health["api"]) >= {"version", "environment", "region", "deployment"}
+    # Sampled by the service itself: no /metrics scrape has happened yet.
+    memory = health["system"]["memory"]
+    assert 0 < memory["used"] == memory["usage_mb"] < memory["total"]
+    await api.call("GET", "/api/stages", api.user(1))  # opens a session monitor
     metrics = await api.call("GET", "/metrics")
     assert metrics.status_code == 200
     for name in (
@@ -397,6 +402,12 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
         "sixty_pool_efficiency_ratio",
         "sixty_memory_timers_active",
         "sixty_db_queries_total",
+        "sixty_pool_acquire_wait_seconds_bucket",
+        'sixty_pool_health{state="healthy"}',
+        'sixty_memory_level{level="normal"}',
+        'sixty_component_timers_active{component="session_monitor"}',
+        "sixty_auth_requests_total",
+        "sixty_session_monitors_active",
     ):
         assert name in metrics.text
     spec = (await api.call("GET", "/openapi.json")).json()

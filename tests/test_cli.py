@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
+
+from sixty_core.harness.servers import free_port
 
 
 def run_sixty(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -80,3 +89,69 @@ def test_unreachable_docker_names_the_other_backends() -> None:
     assert result.returncode == 1
     assert "Docker" in result.stderr
     assert "embedded" in result.stderr and "url" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--edge-failure-rate", "2"], {}, "edge_failure_rate must be between 0 and 1, got 2.0"),
+        (["--profile", "fast"], {}, "unknown profile"),
+        ([], {"SIXTY_EDGE_LATENCY_MS": "soon"}, "SIXTY_EDGE_LATENCY_MS must be a number"),
+        ([], {"SIXTY_MEMORY_CRITICAL_MB": "5"}, "memory_critical_mb (5.0) must be >="),
+    ],
+)
+def test_serve_refuses_bad_settings_before_starting_anything(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    """A bad flag or SIXTY_* value is named, exits 1, and nothing is provisioned."""
+    result = run_sixty("serve", *args, env=env)
+    assert result.returncode == 1, result.stdout
+    assert message in result.stderr
+    assert "provision" not in result.stdout
+
+
+def test_serve_serves_the_api_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    """`sixty serve` prints its URLs, answers with a seeded token, and Ctrl-C (SIGINT)
+    stops the service and the edge: exit 0, both ports closed."""
+    tokens = tmp_path / "tokens.json"
+    port = free_port()
+    command = [sys.executable, "-m", "sixty_core", "serve", "--profile", "legacy"]
+    command += ["--port", str(port), "--tokens-file", str(tokens), "--time-scale", "0.001"]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/api/health", timeout=2, trust_env=False).is_success:
+                    break
+            assert time.monotonic() < deadline, "sixty serve did not answer within 90 s"
+            time.sleep(0.2)
+        owner = next(o for o in json.loads(tokens.read_text())["owners"] if not o["is_admin"])
+        deals = httpx.get(
+            f"{base}/api/deals",
+            headers={"Authorization": f"Bearer {owner['token']}"},
+            timeout=10,
+            trust_env=False,
+        )
+        assert deals.status_code == 200
+        assert deals.json()["count"] == len(deals.json()["data"]) > 0
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"service: {base}" in out and "edge:" in out and str(tokens) in out
+    edge_url = re.search(r"edge:\s+(\S+)", out)
+    assert edge_url is not None
+    for url in (base, edge_url.group(1)):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/api/health", timeout=2, trust_env=False)

@@ -306,3 +306,18 @@ async def test_logout_releases_the_session_monitor_only_with_tracking(start: Sta
             after = await metric(api, "sixty_memory_timers_active")
             assert (after == timers) == leaked
             assert (await metric(api, "sixty_memory_scopes_leaking") >= 1) == leaked
+
+
+@pytest.mark.parametrize(("profile", "expected"), [("optimized", 2), ("legacy", 4)])
+async def test_session_monitors_are_capped_only_with_tracking(
+    db_dsn: str, serve: Callable[..., Awaitable[str]], profile: str, expected: int
+) -> None:
+    """Sessions that never log out: tracking keeps the newest max_monitored_sessions
+    monitors and releases the rest; legacy keeps one timer per session ever seen."""
+    async with running_api(
+        db_dsn, resolve_profile(profile), serve, max_monitored_sessions=2
+    ) as api:
+        for index in range(1, 5):
+            assert (await api.call("GET", "/api/stages", api.user(index))).status_code == 200
+        assert await metric(api, "sixty_session_monitors_active") == expected
+        assert await metric(api, "sixty_memory_timers_active") == expected

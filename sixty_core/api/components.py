@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from sixty_core.auth import Authenticator, CachedSessions, DirectSessions, User
 from sixty_core.breaker import CircuitBreaker
@@ -31,8 +31,15 @@ from sixty_core.cache import Cache
 from sixty_core.db.pool import LEGACY_POOL, OPTIMIZED_POOL, Pool
 from sixty_core.db.repository import NoReadCache, ReadCache, Repository, SelectResultCache
 from sixty_core.edge import LegacyEdgeClient, OptimizedEdgeClient
+from sixty_core.errors import AuthError
 from sixty_core.feed import DealFeed
-from sixty_core.memory import BoundedRequestLog, MemoryManager, RequestLog, UnboundedRequestLog
+from sixty_core.memory import (
+    BoundedRequestLog,
+    ComponentScope,
+    MemoryManager,
+    RequestLog,
+    UnboundedRequestLog,
+)
 from sixty_core.profiles import Profile
 from sixty_core.service import (
     BoundedLists,
@@ -52,24 +59,38 @@ class SessionMonitors:
     """The original's per-session "performance monitor": a repeating timer per session.
 
     The timer lives in a memory-manager scope opened at the session's first request and
-    closed at logout. With ``resource_tracking`` on, closing releases it; off, the timer
-    keeps firing forever, as the original's untracked ``setInterval`` did.
+    closed at logout. With ``resource_tracking`` on, closing releases it, and at most
+    ``max_sessions`` monitors live at once: opening one more closes the least recently
+    seen (a session that stops calling never logs out). Off (``max_sessions=None``), the
+    timer keeps firing forever and nothing is ever evicted, as the original's untracked
+    ``setInterval`` did.
     """
 
     memory: MemoryManager
     period_s: float
-    _scopes: dict[str, Any] = field(default_factory=dict)
+    max_sessions: int | None = None
+    _scopes: OrderedDict[str, ComponentScope] = field(default_factory=OrderedDict)
     ticks: int = 0
+    evictions: int = 0
 
     def _tick(self) -> None:
         self.ticks += 1
 
-    def on_request(self, token_hash: str) -> None:
+    async def on_request(self, token_hash: str) -> None:
         if token_hash in self._scopes:
+            self._scopes.move_to_end(token_hash)
             return
         scope = self.memory.open_scope("session_monitor")
         scope.call_every(self.period_s, self._tick)
         self._scopes[token_hash] = scope
+        if self.max_sessions is not None and len(self._scopes) > self.max_sessions:
+            _, oldest = self._scopes.popitem(last=False)
+            self.evictions += 1
+            await oldest.close()
+
+    @property
+    def active(self) -> int:
+        return len(self._scopes)
 
     async def on_logout(self, token_hash: str) -> None:
         scope = self._scopes.pop(token_hash, None)
@@ -100,10 +121,17 @@ class Components:
     feed: DealFeed
     started_at: float = field(default_factory=time.monotonic)
     endpoint_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    auth_requests: int = 0
+    auth_failures: int = 0
 
     async def authenticate(self, token: str, token_hash: str) -> User:
-        user = await self.auth.authenticate(token)
-        self.monitors.on_request(token_hash)
+        self.auth_requests += 1
+        try:
+            user = await self.auth.authenticate(token)
+        except AuthError:
+            self.auth_failures += 1
+            raise
+        await self.monitors.on_request(token_hash)
         return user
 
 
@@ -149,7 +177,11 @@ async def build(
         creator = LegacyCreate(edge, repository, static)
     tracking = "resource_tracking" in on
     request_log: RequestLog = BoundedRequestLog() if tracking else UnboundedRequestLog()
-    monitors = SessionMonitors(memory, settings.session_monitor_period_s)
+    monitors = SessionMonitors(
+        memory,
+        settings.session_monitor_period_s,
+        max_sessions=settings.max_monitored_sessions if tracking else None,
+    )
     feed = DealFeed(dsn, bounded_queues=tracking)
     memory.add_cleanup_hook("shrink_caches", lambda: cache.shrink(0.5))
 
@@ -163,6 +195,8 @@ async def build(
         await feed.open()
         stack.push_async_callback(feed.close)
         stack.push_async_callback(monitors.close)
+        await memory.start_sampling(settings.memory_sample_interval_s)
+        stack.push_async_callback(memory.close)
         await static.preload()
         yield Components(
             settings=settings,

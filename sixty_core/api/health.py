@@ -11,6 +11,7 @@ import platform
 import time
 from typing import Any
 
+import psutil
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,6 +27,8 @@ async def health(request: Request) -> Response:
     api = {
         "version": __version__,
         "environment": "local",
+        "region": "loopback",
+        "deployment": comp.profile.name,
         "profile": comp.profile.name,
         "flags": comp.profile.as_dict(),
     }
@@ -71,7 +74,12 @@ async def health(request: Request) -> Response:
         }
         memory = comp.memory.get_stats()
         body["system"] = {
+            # The original's used/total/usage_mb, from the process RSS and the machine's
+            # memory; Node's "external" has no CPython counterpart and is left out.
             "memory": {
+                "used": round(memory["rss_mb"], 1),
+                "total": round(psutil.virtual_memory().total / 2**20, 1),
+                "usage_mb": round(memory["rss_mb"], 1),
                 "rss_mb": memory["rss_mb"],
                 "peak_rss_mb": memory["peak_rss_mb"],
                 "level": memory["level"],

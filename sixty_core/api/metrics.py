@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,6 +25,7 @@ from starlette.responses import Response
 from sixty_core.api.components import Components
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_COMPONENT_KEYS = ("tasks_active", "timers_active", "listeners_active", "retained_bytes")
 
 
 def _gauge(name: str, doc: str, value: float, **labels: str) -> GaugeMetricFamily:
@@ -67,6 +73,17 @@ class ComponentsCollector(Collector):
                 "1 when the edge breaker is not closed",
                 0 if edge["breaker_state"] == "closed" else 1,
             )
+            yield _counter("sixty_breaker_opens", "Times the breaker opened", edge["breaker_opens"])
+            yield _counter(
+                "sixty_breaker_rejections",
+                "Edge calls refused by the open breaker",
+                edge["breaker_rejections"],
+            )
+        yield _counter("sixty_auth_requests", "Requests that presented a token", comp.auth_requests)
+        yield _counter("sixty_auth_failures", "Tokens refused (401)", comp.auth_failures)
+        yield _gauge(
+            "sixty_session_monitors_active", "Per-session monitors alive", comp.monitors.active
+        )
         feed = comp.feed.get_stats()
         yield _gauge("sixty_feed_listeners", "Registered feed listeners", feed["feed_listeners"])
         yield _counter(
@@ -100,6 +117,24 @@ class ComponentsCollector(Collector):
         yield _gauge(
             "sixty_pool_efficiency_ratio", "busy / open connection-seconds", s["pool_efficiency"]
         )
+        wait = HistogramMetricFamily(
+            "sixty_pool_acquire_wait_seconds", "Wait of successful acquires"
+        )
+        wait.add_metric(
+            [],
+            [
+                (le if le == "+Inf" else f"{float(le) / 1000:g}", count)
+                for le, count in s["acquire_wait_ms_buckets"].items()
+            ],
+            sum_value=s["acquire_wait_ms_total"] / 1000,
+        )
+        yield wait
+        health = GaugeMetricFamily(
+            "sixty_pool_health", "1 for the pool's current health state", labels=["state"]
+        )
+        for state in ("healthy", "busy", "overloaded"):
+            health.add_metric([state], 1 if s["health"] == state else 0)
+        yield health
 
     def _cache(self, s: dict[str, Any]) -> Iterator[Metric]:
         hits = CounterMetricFamily("sixty_cache_hits", "Cache hits", labels=["namespace"])
@@ -128,6 +163,20 @@ class ComponentsCollector(Collector):
             "retained_bytes",
         ):
             yield _gauge(f"sixty_memory_{key}", f"Memory manager {key}", s[key])
+        level = GaugeMetricFamily(
+            "sixty_memory_level", "1 for the current RSS level", labels=["level"]
+        )
+        for name in ("normal", "warning", "critical"):
+            level.add_metric([name], 1 if s["level"] == name else 0)
+        yield level
+        yield _counter("sixty_memory_cleanups", "Emergency cleanups run", s["cleanups_run"])
+        for key in ("scopes_open", "scopes_leaking", *_COMPONENT_KEYS):
+            family = GaugeMetricFamily(
+                f"sixty_component_{key}", f"Memory manager {key} by component", labels=["component"]
+            )
+            for component, figures in s["components"].items():
+                family.add_metric([component], figures[key])
+            yield family
 
     def _endpoints(self, stats: dict[str, dict[str, int]]) -> Iterator[Metric]:
         requests = CounterMetricFamily(

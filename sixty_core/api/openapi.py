@@ -6,7 +6,6 @@ from ``msgspec.json.schema_components`` so the document cannot drift from the de
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,38 +13,25 @@ import msgspec
 
 from sixty_core import __version__
 from sixty_core.db.repository import MAX_PAGE_SIZE, SORT_FIELDS
-from sixty_core.models import BulkRequest, DealCreate, DealUpdate, ErrorEnvelope, MoveRequest
+from sixty_core.models import (
+    BulkRequest,
+    Deal,
+    DealCreate,
+    DealUpdate,
+    ErrorEnvelope,
+    MoveRequest,
+)
 
 REF = "#/components/schemas/{name}"
 
 
-class DealOut(msgspec.Struct):
-    """A deal as returned (money as JSON numbers)."""
-
-    id: uuid.UUID
-    name: str
-    company: str
-    value: float
-    stage_id: uuid.UUID
-    owner_id: uuid.UUID
-    status: str
-    version: int
-    created_at: str
-    updated_at: str
-    stage_changed_at: str
-    stage_name: str | None = None
-    stage_color: str | None = None
-    company_name: str | None = None
-    days_in_stage: int | None = None
-
-
 class DealEnvelope(msgspec.Struct):
-    data: DealOut
+    data: Deal
     error: None
 
 
 class DealListEnvelope(msgspec.Struct):
-    data: list[DealOut]
+    data: list[Deal]
     error: None
     count: int
     next_cursor: str | None
@@ -54,7 +40,7 @@ class DealListEnvelope(msgspec.Struct):
 class LegacyCreatedEnvelope(msgspec.Struct):
     """The original's create answer: the deal double-wrapped, a message in ``error``."""
 
-    data: dict[str, DealOut]
+    data: dict[str, Deal]
     error: str
 
 
@@ -70,7 +56,7 @@ SCHEMAS: tuple[type[msgspec.Struct], ...] = (
     MoveRequest,
     BulkRequest,
     ErrorEnvelope,
-    DealOut,
+    Deal,
     DealEnvelope,
     DealListEnvelope,
     LegacyCreatedEnvelope,

@@ -63,8 +63,12 @@ def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
 async def run_service(args: argparse.Namespace) -> None:
     from sixty_core.api import create_app
 
-    settings = Settings(
-        time_scale=args.time_scale, edge_url=args.edge_url, application_name=args.application_name
+    # A process entry point, like the CLI: the environment's SIXTY_* settings apply here.
+    settings = Settings.from_env(
+        os.environ,
+        time_scale=args.time_scale,
+        edge_url=args.edge_url,
+        application_name=args.application_name,
     )
     app = create_app(settings, resolve_profile(args.profile), dsn=args.dsn, edge_url=args.edge_url)
     await uvicorn.Server(_uvicorn_config(app, args.host, args.port)).serve()
