@@ -352,11 +352,21 @@ async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> 
                 await migrate(conn)
             finally:
                 await conn.close()
-            out.print("using the given database as it is (run `sixty db seed` to seed it)")
+            out.print("using the given database as it is (migrated, not seeded)")
+            owners = await workflow.seeded_owners_of(
+                database.dsn, scale=settings.seed_scale, seed_value=settings.seed
+            )
+            tokens_file: Path | None = None
+            if owners is not None:
+                tokens_file = args.tokens_file
+                workflow.write_owner_tokens(
+                    args.tokens_file, seed=settings.seed, scale=settings.seed_scale, owners=owners
+                )
         else:
             database, _report = await stack.enter_async_context(
                 workflow.seeded_database(settings, log=log, tokens_file=args.tokens_file)
             )
+            tokens_file = args.tokens_file
         supervisor = Supervisor(
             database.dsn,
             profile.name,
@@ -377,9 +387,16 @@ async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> 
             f"{supervisor.service_url}/openapi.json, metrics: /metrics)"
         )
         out.print(f"  edge:    {supervisor.edge_url}")
-        out.print(f"  tokens:  {args.tokens_file}")
+        if tokens_file is not None:
+            out.print(f"  tokens:  {tokens_file}")
+        else:
+            out.print(
+                f"  tokens:  none written: the database has no live sessions of seed "
+                f"{settings.seed} at scale {settings.seed_scale} (pass the --seed and "
+                "--seed-scale it was seeded with, or seed it: `sixty db seed --dsn ...`)"
+            )
         out.print(f"  logs:    {supervisor.log_dir}")
-        owner_token = _first_non_admin(args.tokens_file)
+        owner_token = _first_non_admin(tokens_file) if tokens_file is not None else None
         if owner_token is not None:
             out.print(f"  try:     export TOKEN={owner_token}")
             out.print(

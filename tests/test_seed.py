@@ -7,13 +7,14 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from sixty_core.db import workflow
 from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, connect
 from sixty_core.db.seed import generate, seed, table_checksums
 from sixty_core.db.template import create_database, drop_database
 from sixty_core.errors import SeedError
 from sixty_core.tokens import derive_token, hash_token
-from tests.conftest import TEST_SEED
+from tests.conftest import TEST_SCALE, TEST_SEED
 
 
 async def _seeded_checksums(pg: Database, name: str, scale: int, seed_value: int) -> dict[str, str]:
@@ -136,3 +137,19 @@ def test_scale_out_of_range_is_refused(scale: int) -> None:
     """Negative or absurd scales are refused before anything is generated."""
     with pytest.raises(SeedError, match="between 0 and"):
         generate(scale, 1)
+
+
+async def test_a_database_seeded_elsewhere_yields_its_tokens_only_for_its_seed(
+    db_dsn: str, db_conn: asyncpg.Connection
+) -> None:
+    """`sixty serve --dsn` can hand out tokens without having seeded: the derived owners
+    are returned only when every one has a live session; a revoked one spoils it."""
+    owners = await workflow.seeded_owners_of(db_dsn, scale=TEST_SCALE, seed_value=TEST_SEED)
+    assert owners is not None
+    assert [o.token for o in owners] == [o.token for o in generate(TEST_SCALE, TEST_SEED).owners]
+    assert await workflow.seeded_owners_of(db_dsn, scale=TEST_SCALE, seed_value=7) is None
+    await db_conn.execute(
+        "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1",
+        hash_token(owners[1].token),
+    )
+    assert await workflow.seeded_owners_of(db_dsn, scale=TEST_SCALE, seed_value=TEST_SEED) is None

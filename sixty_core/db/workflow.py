@@ -16,8 +16,9 @@ from typing import Any
 
 from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, connect, provision
-from sixty_core.db.seed import SeedReport, owners_as_json, seed
+from sixty_core.db.seed import SeedOwner, SeedReport, generate, owners_as_json, seed
 from sixty_core.settings import Settings
+from sixty_core.tokens import hash_token
 
 
 @dataclass
@@ -122,7 +123,31 @@ async def seeded_database(
 
 def write_tokens_file(path: Path, report: SeedReport) -> None:
     """Write the seeded owners and tokens to ``path`` (created 0600, parents as needed)."""
+    write_owner_tokens(path, seed=report.seed, scale=report.scale, owners=report.owners)
+
+
+def write_owner_tokens(path: Path, *, seed: int, scale: int, owners: list[SeedOwner]) -> None:
+    """Write ``owners`` and their tokens to ``path`` (created 0600, parents as needed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"seed": report.seed, "scale": report.scale, "owners": owners_as_json(report.owners)}
+    payload = {"seed": seed, "scale": scale, "owners": owners_as_json(owners)}
     path.touch(mode=0o600, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+async def seeded_owners_of(dsn: str, *, scale: int, seed_value: int) -> list[SeedOwner] | None:
+    """The owners that ``(scale, seed_value)`` seeds, if the database at ``dsn`` holds a
+    live session for every one of them; None otherwise (seeded differently, or not at all).
+
+    Tokens are derivable, so a database seeded elsewhere needs only its seed to be used.
+    """
+    owners = generate(scale, seed_value).owners
+    conn = await connect(dsn)
+    try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM sessions WHERE token_hash = ANY($1::text[]) "
+            "AND revoked_at IS NULL AND expires_at > now()",
+            [hash_token(o.token) for o in owners],
+        )
+    finally:
+        await conn.close()
+    return owners if found == len(owners) else None
