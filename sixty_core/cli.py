@@ -428,7 +428,7 @@ def _probe(args: argparse.Namespace, out: Console) -> int:
         out.print_json(json.dumps(rows))
         return 0
     table = Table(title=f"statements per request — {args.url}", show_edge=False)
-    for column in ("endpoint", "status", "first", "steady", "auth lookups (steady)"):
+    for column in ("endpoint", "status", "first", "steady", "auth (steady)"):
         table.add_column(column, justify="left" if column == "endpoint" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
@@ -439,6 +439,11 @@ def _probe(args: argparse.Namespace, out: Console) -> int:
             f"{r['steady_auth_lookups']:.1f}",
         )
     out.print(table)
+    out.print(
+        "statements the service sent to Postgres per request, auth lookups included; "
+        "first = cold caches, steady = mean of the rest. A create served by the edge "
+        "upstream is written by the edge process, not counted here."
+    )
     return 0
 
 
