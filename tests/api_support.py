@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
+import pytest_asyncio
 
 from sixty_core.api import create_app
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
@@ -17,7 +19,7 @@ from sixty_core.db.repository import Repository
 from sixty_core.db.seed import SeedOwner, generate
 from sixty_core.edge import EdgeFaults, create_edge_app
 from sixty_core.harness.servers import make_edge_writer
-from sixty_core.profiles import Profile
+from sixty_core.profiles import Profile, resolve_profile
 from sixty_core.settings import Settings
 
 TEST_SEED = 42
@@ -97,3 +99,16 @@ async def running_api(
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def api_fixture(name: str, profiles: list[str]) -> Any:
+    """A fixture called ``name`` yielding a running :class:`Api`, once per profile."""
+
+    @pytest_asyncio.fixture(name=name, params=profiles)
+    async def running(
+        request: pytest.FixtureRequest, db_dsn: str, serve: Callable[..., Awaitable[str]]
+    ) -> AsyncIterator[Api]:
+        async with running_api(db_dsn, resolve_profile(request.param), serve) as api:
+            yield api
+
+    return running

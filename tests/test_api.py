@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from sixty_core.db.provision import connect
-from sixty_core.profiles import resolve_profile
-from tests.api_support import Api, new_id, running_api
+from tests.api_support import Api, api_fixture, new_id
 
 PROFILES = ["legacy", "optimized", "optimized-no-query_cache", "legacy+bounded_lists"]
 
 
-@pytest_asyncio.fixture(params=PROFILES)
-async def api(
-    request: pytest.FixtureRequest, db_dsn: str, serve: Callable[..., Awaitable[str]]
-) -> AsyncIterator[Api]:
-    async with running_api(db_dsn, resolve_profile(request.param), serve) as running:
-        yield running
-
-
-@pytest_asyncio.fixture(params=["legacy", "optimized"])
-async def base_api(
-    request: pytest.FixtureRequest, db_dsn: str, serve: Callable[..., Awaitable[str]]
-) -> AsyncIterator[Api]:
-    """The two base profiles only: input validation does not depend on ablations."""
-    async with running_api(db_dsn, resolve_profile(request.param), serve) as running:
-        yield running
+api = api_fixture("api", PROFILES)
+#: The two base profiles only: input validation does not depend on ablations.
+base_api = api_fixture("base_api", ["legacy", "optimized"])
+optimized_api = api_fixture("optimized_api", ["optimized"])
 
 
 def created_deal(api: Api, body: dict[str, Any]) -> dict[str, Any]:
@@ -442,12 +428,6 @@ async def test_rows_equal_acknowledged_creates(api: Api) -> None:
         ok += response.status_code == 201
     assert ok == 20
     assert await count_deals(api.dsn) == before + ok
-
-
-@pytest_asyncio.fixture
-async def optimized_api(db_dsn: str, serve: Callable[..., Awaitable[str]]) -> AsyncIterator[Api]:
-    async with running_api(db_dsn, resolve_profile("optimized"), serve) as running:
-        yield running
 
 
 async def create_with_key(api: Api, owner: Any, name: str, key: str) -> Any:

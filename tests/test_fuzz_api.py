@@ -15,13 +15,12 @@ import asyncio
 import copy
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 import httpx
 import pytest
-import pytest_asyncio
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -36,8 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sixty_core.db.repository import SORT_FIELDS
-from sixty_core.profiles import resolve_profile
-from tests.api_support import Api, running_api
+from tests.api_support import Api, api_fixture
 
 T = TypeVar("T")
 Operation: TypeAlias = schemathesis.APIOperation[Any, Any, Any, Any]
@@ -122,12 +120,7 @@ def report_cases_tried(request: pytest.FixtureRequest) -> Iterator[None]:
                 reporter.write_line(f"  {line}")
 
 
-@pytest_asyncio.fixture(params=PROFILES)
-async def fuzz_api(
-    request: pytest.FixtureRequest, db_dsn: str, serve: Callable[..., Awaitable[str]]
-) -> AsyncIterator[Api]:
-    async with running_api(db_dsn, resolve_profile(request.param), serve) as running:
-        yield running
+fuzz_api = api_fixture("fuzz_api", PROFILES)
 
 
 def new_tally(
