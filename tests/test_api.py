@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -477,3 +478,24 @@ async def test_bad_create_input_is_refused_before_the_edge(optimized_api: Api) -
     assert (await api.edge_stats())["edge_requests"] == edge_before
     good = await create_with_key(api, owner, "good", new_id())
     assert good.status_code == 201 and "x-sixty-degraded" not in good.headers
+
+
+async def test_the_feed_carries_only_the_callers_deals(base_api: Api) -> None:
+    """B's stream skips A's change and delivers B's own, made after it: B's first event
+    is B's deal (NOTIFY keeps commit order, so a leak would arrive first)."""
+    api = base_api
+    a, b = api.user(1), api.user(2)
+    a_deal, b_deal = await api.own_deal(a), await api.own_deal(b)
+    async with api.http.stream("GET", "/api/deals/stream", headers=api.auth(b)) as stream:
+        lines = stream.aiter_lines()
+        assert (await anext(lines)).startswith("retry:")
+        for owner, deal in ((a, a_deal), (b, b_deal)):
+            response = await api.call(
+                "PATCH", f"/api/deals/{deal['id']}", owner, json={"name": "x"}
+            )
+            assert response.status_code == 200
+        async with asyncio.timeout(10):
+            first = await anext(line async for line in lines if line.startswith("data:"))
+    event = json.loads(first.removeprefix("data:"))
+    assert event["id"] == b_deal["id"]
+    assert a_deal["id"] not in first
