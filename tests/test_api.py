@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from sixty_core.db.provision import connect
-from tests.api_support import Api, api_fixture, new_id
+from sixty_core.profiles import resolve_profile
+from tests.api_support import Api, api_fixture, new_id, running_api
 
 PROFILES = ["legacy", "optimized", "optimized-no-query_cache", "legacy+bounded_lists"]
 
@@ -499,3 +502,66 @@ async def test_the_feed_carries_only_the_callers_deals(base_api: Api) -> None:
     event = json.loads(first.removeprefix("data:"))
     assert event["id"] == b_deal["id"]
     assert a_deal["id"] not in first
+
+
+async def lock_waiter(conn: Any) -> int:
+    """The pid of a backend of this database waiting on a lock (polled: it is another
+    process; the caller bounds the wait)."""
+    while True:
+        pid: int | None = await conn.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        if pid is not None:
+            return pid
+        await asyncio.sleep(0.02)
+
+
+async def blocked_patch(api: Api, blocker: Any, end_wait: str | None) -> Any:
+    """PATCH a deal whose row ``blocker`` holds locked; once the service's statement waits
+    on the lock, run ``end_wait`` (SQL taking the waiting backend's pid as $1). Without
+    ``end_wait``, the wait must end by itself (within 10 s)."""
+    owner = api.user(1)
+    deal = await api.own_deal(owner)
+    async with blocker.transaction():
+        await blocker.execute("SELECT 1 FROM deals WHERE id = $1 FOR UPDATE", uuid.UUID(deal["id"]))
+        patch = asyncio.create_task(
+            api.call("PATCH", f"/api/deals/{deal['id']}", owner, json={"name": "blocked"})
+        )
+        async with asyncio.timeout(10):
+            if end_wait is not None:
+                await blocker.execute(end_wait, await lock_waiter(blocker))
+            response = await patch
+    after = await api.call("GET", f"/api/deals/{deal['id']}", owner)
+    assert after.json()["data"]["name"] == deal["name"]  # nothing was written
+    return response
+
+
+async def test_a_cancelled_statement_is_a_503_with_retry_after(optimized_api: Api) -> None:
+    """A statement cancelled by the server (as statement_timeout does) answers 503 with
+    Retry-After, not a 500, and writes nothing."""
+    blocker = await connect(optimized_api.dsn)
+    try:
+        response = await blocked_patch(optimized_api, blocker, "SELECT pg_cancel_backend($1)")
+    finally:
+        await blocker.close()
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_a_lock_timeout_is_a_409_to_retry(
+    db_dsn: str, serve: Callable[..., Awaitable[str]]
+) -> None:
+    """A write that gives up waiting for a row lock answers 409 (send it again), not 500."""
+    blocker = await connect(db_dsn)
+    try:
+        database = await blocker.fetchval("SELECT current_database()")
+        # A session default for the service's connections, which open after this.
+        await blocker.execute(f"ALTER DATABASE \"{database}\" SET lock_timeout = '200ms'")
+        async with running_api(db_dsn, resolve_profile("optimized"), serve) as api:
+            response = await blocked_patch(api, blocker, None)
+    finally:
+        await blocker.close()
+    assert response.status_code == 409, response.text
+    assert "changed concurrently" in response.json()["error"]["message"]
