@@ -11,6 +11,8 @@
 #     apt-get if missing, starts dockerd (--iptables=false --storage-driver=vfs) unless one
 #     already answers, waits for it (bounded), builds the offline image if absent, and exports
 #     SIXTY_PG_IMAGE, SIXTY_DOCKER_NETWORK=host and TESTCONTAINERS_RYUK_DISABLED=true.
+#     Either way it exports SIXTY_REQUIRE_DOCKER=1: the container tests then fail instead
+#     of skipping when no engine answers, so CI cannot pass with the backend untested.
 #     Returns non-zero with a message when any of that fails; it never skips silently.
 # sixty_docker_down
 #     Removes the containers the harness started (label sixty.harness) and stops dockerd
@@ -101,6 +103,7 @@ sixty_docker_up() {
         if docker image inspect "$SIXTY_DOCKER_DEFAULT_IMAGE" >/dev/null 2>&1 ||
             timeout 120 docker pull -q "$SIXTY_DOCKER_DEFAULT_IMAGE" >/dev/null 2>&1; then
             _sixty_docker_log "docker answers and has $SIXTY_DOCKER_DEFAULT_IMAGE; using it as it is"
+            export SIXTY_REQUIRE_DOCKER=1
             return 0
         fi
         _sixty_docker_log "docker answers but cannot get $SIXTY_DOCKER_DEFAULT_IMAGE; using the offline image"
@@ -126,6 +129,7 @@ sixty_docker_up() {
     export SIXTY_PG_IMAGE="$SIXTY_DOCKER_OFFLINE_IMAGE"
     export SIXTY_DOCKER_NETWORK=host
     export TESTCONTAINERS_RYUK_DISABLED=true
+    export SIXTY_REQUIRE_DOCKER=1
     _sixty_docker_log "ready: SIXTY_PG_IMAGE=$SIXTY_PG_IMAGE SIXTY_DOCKER_NETWORK=host TESTCONTAINERS_RYUK_DISABLED=true"
 }
 

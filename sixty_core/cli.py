@@ -13,8 +13,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -22,8 +22,8 @@ from rich.table import Table
 
 from sixty_core.db import workflow
 from sixty_core.db.migrate import migrate
-from sixty_core.db.provision import connect, provision
-from sixty_core.db.seed import seed
+from sixty_core.db.provision import Database, connect, provision
+from sixty_core.db.seed import SeedReport, seed
 from sixty_core.errors import SixtyError
 from sixty_core.settings import DB_BACKENDS, DEFAULT_SEED, DEFAULT_SEED_SCALE, Settings
 from sixty_core.types import Environ
@@ -271,27 +271,41 @@ async def _db_check(settings: Settings, out: Console) -> int:
 
 async def _db_up(settings: Settings, out: Console, tokens_file: Path) -> int:
     log = _step_printer(out)
-    async with workflow.seeded_database(settings, log=log, tokens_file=tokens_file) as (
-        database,
-        report,
-    ):
-        out.print(f"[bold]Postgres ({database.backend}) is up[/]")
-        out.print(f"  DSN:         {database.dsn}")
-        out.print(f"  tokens file: {tokens_file} ({len(report.owners)} owners)")
-        out.print(f"  seeded:      {report.total_rows:,} rows ({report.rows_per_s:,.0f} rows/s)")
-        out.print("Press Ctrl-C to stop and remove it.")
-        await _wait_for_interrupt()
-        out.print("stopping…")
+    with _stop_on_signals() as stop:
+        async with workflow.seeded_database(settings, log=log, tokens_file=tokens_file) as (
+            database,
+            report,
+        ):
+            _print_db_up(out, database, tokens_file, report)
+            await stop.wait()
+            out.print("stopping…")
     return 0
 
 
-async def _wait_for_interrupt() -> None:
+def _print_db_up(out: Console, database: Database, tokens_file: Path, report: SeedReport) -> None:
+    # A DSN we made carries the password the user needs; one they gave us, they know.
+    dsn = database.redacted_dsn if database.backend == "url" else database.dsn
+    out.print(f"[bold]Postgres ({database.backend}) is up[/]")
+    out.print(f"  DSN:         {dsn}")
+    out.print(f"  tokens file: {tokens_file} ({len(report.owners)} owners)")
+    out.print(f"  seeded:      {report.total_rows:,} rows ({report.rows_per_s:,.0f} rows/s)")
+    out.print("Press Ctrl-C to stop and remove it.")
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs.
+
+    Installed before anything starts, so a Ctrl-C during start-up is not a
+    KeyboardInterrupt in the middle of it. It is a request to stop, honoured once
+    start-up is done, and everything started is then stopped in order.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -345,6 +359,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> 
     )
     log = _step_printer(out)
     async with AsyncExitStack() as stack:
+        stop = stack.enter_context(_stop_on_signals())
         if settings.db_backend == "url":
             database = await stack.enter_async_context(provision(settings))
             conn = await connect(database.dsn)
@@ -404,7 +419,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> 
                 f"'{supervisor.service_url}/api/deals?limit=2'"
             )
         out.print("Press Ctrl-C to stop.")
-        await _wait_for_interrupt()
+        await stop.wait()
         out.print("stopping…")
     return 0
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import psutil
 import pytest
+import pytest_asyncio
 
 from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, check_dsn, connect, provision, redact_dsn
 from sixty_core.db.seed import seed
+from sixty_core.db.template import create_database, drop_database
 from sixty_core.errors import ProvisionError
 from sixty_core.settings import Settings
-
-
-def _docker_available() -> bool:
-    try:
-        from sixty_core.db._container import docker_available
-    except ImportError:
-        return False
-    return docker_available()
+from tests.conftest import need_docker
 
 
 def _alive(pid: int) -> bool:
@@ -33,24 +29,24 @@ def _alive(pid: int) -> bool:
 def _backends() -> Iterator[object]:
     yield "embedded"
     yield "url"
-    yield pytest.param(
-        "container",
-        marks=[
-            pytest.mark.container,
-            pytest.mark.skipif(not _docker_available(), reason="no Docker engine reachable"),
-        ],
-    )
+    yield pytest.param("container", marks=[pytest.mark.container])
 
 
-@pytest.fixture(params=list(_backends()))
-def backend_settings(request: pytest.FixtureRequest, pg_server: Database) -> Settings:
+@pytest_asyncio.fixture(params=list(_backends()), loop_scope="session")
+async def backend_settings(
+    request: pytest.FixtureRequest, pg_server: Database
+) -> AsyncIterator[Settings]:
     backend = request.param
     if backend == "url":
-        # Any DSN will do for the url backend; the session's embedded server stands in.
-        return Settings(db_backend="url", database_url=pg_server.dsn)
-    import os
-
-    return Settings.from_env(os.environ, db_backend=backend)
+        # A fresh, empty database on the session's embedded server stands in for "any DSN".
+        name = f"url{os.getpid()}"
+        dsn = await create_database(pg_server.dsn, name)
+        yield Settings(db_backend="url", database_url=dsn)
+        await drop_database(pg_server.dsn, name)
+        return
+    if backend == "container":
+        need_docker()
+    yield Settings.from_env(os.environ, db_backend=backend)
 
 
 async def test_backend_contract(backend_settings: Settings) -> None:
@@ -58,17 +54,16 @@ async def test_backend_contract(backend_settings: Settings) -> None:
     async with provision(backend_settings) as database:
         conn = await connect(database.dsn)
         try:
-            if backend_settings.db_backend != "url":
-                await migrate(conn)
-                report = await seed(conn, scale=0, seed=7)
-                assert report.rows["deal_stages"] == 5
-                assert await conn.fetchval("SELECT count(*) FROM deal_stages") == 5
-            assert await conn.fetchval("SELECT 1") == 1
+            await migrate(conn)
+            report = await seed(conn, scale=0, seed=7)
+            assert report.rows["deal_stages"] == 5
+            assert await conn.fetchval("SELECT count(*) FROM deal_stages") == 5
         finally:
             await conn.close()
     if database.backend == "embedded":
         assert database.server_pid is not None
         assert not _alive(database.server_pid)
+        assert database.data_dir is not None and not database.data_dir.exists()
     if database.backend == "container":
         import docker
 
@@ -101,6 +96,26 @@ def test_non_postgres_scheme_is_refused() -> None:
 
 
 def test_redact_dsn_keeps_everything_but_the_password() -> None:
-    """Redaction replaces just the password."""
+    """Redaction replaces just the password, wherever a DSN spells it."""
     assert redact_dsn("postgresql://u:pw@h:5/db?x=1") == "postgresql://u:***@h:5/db?x=1"
     assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_dsn("postgresql://u@h/db?password=pw&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )
+    assert redact_dsn("host=h password=pw dbname=x") == "host=h password=*** dbname=x"
+    assert redact_dsn("host=h password='p w' dbname=x") == "host=h password=*** dbname=x"
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u@127.0.0.1:1/db?password=hunter2-very-secret",
+        "host=127.0.0.1 port=1 password=hunter2-very-secret dbname=x",
+        "postgresql://u:hunter2-very-secret@127.0.0.1:1/db",
+    ],
+)
+async def test_no_dsn_form_echoes_its_password(dsn: str) -> None:
+    """Query-string, key=value and userinfo passwords never reach an error message."""
+    with pytest.raises(ProvisionError) as info:
+        await connect(dsn, timeout_s=2)
+    assert "hunter2-very-secret" not in str(info.value)

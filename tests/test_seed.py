@@ -101,9 +101,14 @@ async def test_tokens_are_derivable_and_stored_hashed(db_conn: asyncpg.Connectio
         assert user is not None
         assert user["id"] == owner.id
         assert user["is_admin"] == (owner.index == 0)
-    assert (
-        await db_conn.fetchval("SELECT count(*) FROM sessions WHERE token_hash LIKE 'sixty_%'") == 0
+    # Only hashes are stored: no column of any session row holds a raw token.
+    assert await db_conn.fetchval("SELECT count(*) FROM sessions") == len(owners)
+    leaked = await db_conn.fetchval(
+        "SELECT count(*) FROM sessions s, unnest($1::text[]) AS raw(token) "
+        "WHERE strpos(s::text, raw.token) > 0",
+        [o.token for o in owners],
     )
+    assert leaked == 0
     assert derive_token(TEST_SEED, 1) != derive_token(TEST_SEED + 1, 1)
 
 
@@ -115,8 +120,9 @@ async def test_reseeding_without_reset_is_refused(db_conn: asyncpg.Connection) -
     assert await table_checksums(db_conn) == before
 
 
-async def test_failed_seed_leaves_nothing_half_written(empty_db_dsn: str) -> None:
-    """A seed that fails half-way (a conflicting stage) rolls every table back."""
+async def test_a_stage_already_there_refuses_the_seed(empty_db_dsn: str) -> None:
+    """One stray row in any seeded table (here a stage) is refused before anything is
+    written, with the way out named."""
     conn = await connect(empty_db_dsn)
     try:
         await migrate(conn)
@@ -124,10 +130,25 @@ async def test_failed_seed_leaves_nothing_half_written(empty_db_dsn: str) -> Non
             "INSERT INTO deal_stages (name, color, order_position, default_probability) "
             "VALUES ('SQL', '#000', 1, 1)"
         )
-        with pytest.raises(asyncpg.UniqueViolationError):
+        with pytest.raises(SeedError, match="--reset"):
             await seed(conn, scale=1, seed=1)
-        assert await conn.fetchval("SELECT count(*) FROM profiles") == 0
         assert await conn.fetchval("SELECT count(*) FROM deal_stages") == 1
+    finally:
+        await conn.close()
+
+
+async def test_failed_seed_leaves_nothing_half_written(empty_db_dsn: str) -> None:
+    """A seed that fails half-way (the last table refuses its rows) rolls every table
+    back and says so, without the database's own words."""
+    conn = await connect(empty_db_dsn)
+    try:
+        await migrate(conn)
+        await conn.execute("ALTER TABLE activities ADD CONSTRAINT refuse_all CHECK (false)")
+        with pytest.raises(SeedError, match="rolled back, nothing was written") as info:
+            await seed(conn, scale=1, seed=1)
+        assert "refuse_all" not in str(info.value)
+        for table in ("profiles", "deal_stages", "companies", "deals", "activities"):
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0
     finally:
         await conn.close()
 

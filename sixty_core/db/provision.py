@@ -19,6 +19,8 @@ do next and never contains a password.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import shutil
 import tempfile
 import warnings
@@ -27,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -42,39 +44,55 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 class Database:
     """A reachable Postgres: its DSN, the backend that made it and what to check it is gone.
 
-    ``server_pid`` is set for ``embedded`` (the postmaster), ``container_id`` for
-    ``container``; both are ``None`` for ``url``.
+    ``server_pid`` and ``data_dir`` are set for ``embedded`` (the postmaster, its
+    temporary data directory), ``container_id`` for ``container``; all are ``None`` for
+    ``url``.
     """
 
     dsn: str
     backend: str
     server_pid: int | None = None
     container_id: str | None = None
+    data_dir: Path | None = None
 
     @property
     def redacted_dsn(self) -> str:
         return redact_dsn(self.dsn)
 
 
+#: ``password=...`` in a query string or a libpq key=value DSN (quoted or not).
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
+
+
 def redact_dsn(dsn: str) -> str:
-    """Return ``dsn`` with any password replaced by ``***`` (for messages and logs)."""
+    """Return ``dsn`` with every password replaced by ``***`` (for messages and logs):
+    the URL's userinfo password and any ``password=`` parameter, in a URL's query string
+    or in libpq's key=value form. A DSN that does not parse is not echoed at all."""
     try:
         parts = urlsplit(dsn)
     except ValueError:
         return "<unparseable DSN>"
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        dsn = urlunsplit(parts._replace(netloc=netloc))
+    return _PASSWORD_PARAM.sub(r"\1***", dsn)
+
+
+def _passwords(dsn: str) -> list[str]:
+    """Every password spelled in ``dsn`` (userinfo, and password= parameters)."""
+    found = [m.group(2).strip("'") for m in _PASSWORD_PARAM.finditer(dsn)]
+    with contextlib.suppress(ValueError):
+        if (userinfo := urlsplit(dsn).password) is not None:
+            found.append(userinfo)
+            found.append(unquote(userinfo))
+    return [p for p in found if p]
 
 
 def _scrub(message: str, dsn: str) -> str:
-    """Remove the DSN's password from an arbitrary error message."""
-    try:
-        password = urlsplit(dsn).password
-    except ValueError:
-        password = None
-    return message.replace(password, "***") if password else message
+    """Remove the DSN's passwords from an arbitrary error message."""
+    for password in sorted(_passwords(dsn), key=len, reverse=True):
+        message = message.replace(password, "***")
+    return message
 
 
 def check_dsn(dsn: str) -> None:
@@ -143,7 +161,12 @@ async def _embedded() -> AsyncIterator[Database]:
             f"the embedded Postgres (pgserver) did not start: {exc}; try --db container or --db url"
         ) from exc
     try:
-        yield Database(dsn=server.get_uri(), backend="embedded", server_pid=server.get_pid())
+        yield Database(
+            dsn=server.get_uri(),
+            backend="embedded",
+            server_pid=server.get_pid(),
+            data_dir=pgdata,
+        )
     finally:
         # Shielded so a cancelled caller still stops the server instead of orphaning it.
         await asyncio.shield(asyncio.to_thread(_stop_pgserver, server, pgdata))

@@ -458,9 +458,13 @@ async def seed(
     data = generate(scale, seed)
     try:
         async with conn.transaction():
-            existing = await conn.fetchval(
-                "SELECT (SELECT count(*) FROM profiles) + (SELECT count(*) FROM deals)"
+            # Any row in any seeded table collides with the seed's fixed ids and names.
+            # Table names come from the SEEDED_TABLES constant, never from input.
+            counts = " + ".join(
+                f"(SELECT count(*) FROM {t})"  # noqa: S608
+                for t, _ in SEEDED_TABLES
             )
+            existing = await conn.fetchval(f"SELECT {counts}")
             if existing and not reset:
                 raise SeedError(
                     "the database already holds seeded data; pass --reset to replace it "
@@ -477,6 +481,12 @@ async def seed(
                     )
     except asyncpg.UndefinedTableError:
         raise SeedError("the database has no schema yet: run `sixty db migrate` first") from None
+    except asyncpg.PostgresError as exc:
+        # The transaction rolled back, so nothing was written; name the failure's kind.
+        raise SeedError(
+            f"seeding failed and was rolled back, nothing was written: "
+            f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})"
+        ) from None
     seconds = clock() - started
     return SeedReport(
         scale=scale,
