@@ -45,23 +45,35 @@ die() {
 }
 
 # Print the first Debian mirror URL whose suite is exactly $SUITE, from one-line .list files
-# and deb822 .sources files (disabled stanzas and other file names are ignored).
+# and deb822 .sources files (disabled stanzas and other file names are ignored). With
+# "any" as $1, take the first non-security 'deb' source of any suite instead: a host on a
+# newer release (trixie) names its mirror only with its own suite, and the same mirror
+# serves $SUITE too.
 find_debian_mirror() {
+    local any="${1:-}"
     local files=()
     local f
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
         [[ -f "$f" ]] && files+=("$f")
     done
     ((${#files[@]})) || return 1
-    awk -v suite="$SUITE" '
+    awk -v suite="$SUITE" -v any="$any" '
         function has_word(list, word,    n, i, parts) {
             n = split(list, parts, /[ \t]+/)
             for (i = 1; i <= n; i++) if (parts[i] == word) return 1
             return 0
         }
+        function wanted(list, uri,    n, i, parts) {
+            if (any != "any") return has_word(list, suite)
+            if (uri ~ /security/) return 0
+            n = split(list, parts, /[ \t]+/)
+            for (i = 1; i <= n; i++) if (parts[i] != "" && parts[i] !~ /security/) return 1
+            return 0
+        }
         function flush() {
-            if (uris != "" && has_word(types, "deb") && has_word(suites, suite) && enabled != "no") {
-                split(uris, u, /[ \t]+/); print u[1]; found = 1; exit
+            split(uris, u, /[ \t]+/)
+            if (uris != "" && has_word(types, "deb") && wanted(suites, u[1]) && enabled != "no") {
+                print u[1]; found = 1; exit
             }
             types = ""; uris = ""; suites = ""; enabled = ""
         }
@@ -81,7 +93,7 @@ find_debian_mirror() {
             # One-line format: deb [options] URI suite components...
             i = 2
             if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-            if ($(i + 1) == suite) { print $i; found = 1; exit }
+            if (wanted($(i + 1), $i)) { print $i; found = 1; exit }
         }
         END { if (!found) flush() }
     ' "${files[@]}"
@@ -120,10 +132,13 @@ command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get 
 
 mirror="${SIXTY_DEBIAN_MIRROR:-}"
 if [[ -z "$mirror" ]]; then
-    mirror="$(find_debian_mirror)" ||
-        die "no 'deb' source for suite '$SUITE' in /etc/apt/sources.list{,.d/*.list,.d/*.sources}; set SIXTY_DEBIAN_MIRROR"
+    mirror="$(find_debian_mirror || true)"
+    if [[ -z "$mirror" ]]; then
+        mirror="$(find_debian_mirror any || true)"
+        [[ -z "$mirror" ]] || log "no '$SUITE' source in the apt sources; trying $SUITE from the host's mirror"
+    fi
     [[ -n "$mirror" ]] ||
-        die "no 'deb' source for suite '$SUITE' in /etc/apt/sources.list{,.d/*.list,.d/*.sources}; set SIXTY_DEBIAN_MIRROR"
+        die "no Debian 'deb' source in /etc/apt/sources.list{,.d/*.list,.d/*.sources}; set SIXTY_DEBIAN_MIRROR"
 fi
 
 rootfs=""
