@@ -71,7 +71,6 @@ class SessionMonitors:
     max_sessions: int | None = None
     _scopes: OrderedDict[str, ComponentScope] = field(default_factory=OrderedDict)
     ticks: int = 0
-    evictions: int = 0
 
     def _tick(self) -> None:
         self.ticks += 1
@@ -85,7 +84,6 @@ class SessionMonitors:
         self._scopes[token_hash] = scope
         if self.max_sessions is not None and len(self._scopes) > self.max_sessions:
             _, oldest = self._scopes.popitem(last=False)
-            self.evictions += 1
             await oldest.close()
 
     @property

@@ -165,6 +165,41 @@ def check_scale(scale: int) -> None:
         raise SeedError(f"seed scale must be between 0 and {MAX_SCALE}, got {scale}")
 
 
+def _new_id(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def _at(days_ago: float) -> datetime:
+    return EPOCH - timedelta(seconds=round(days_ago * 86400))
+
+
+def _owners(
+    rng: random.Random, scale: int, seed: int
+) -> tuple[list[tuple[Any, ...]], list[SeedOwner]]:
+    """The owners' profile rows and their :class:`SeedOwner` view; index 0 is the admin.
+
+    They are the first draws from ``rng``, so :func:`seeded_owners` can make them alone.
+    """
+    rows: list[tuple[Any, ...]] = []
+    owners: list[SeedOwner] = []
+    for i in range(max(1, OWNERS_PER_SCALE * scale)):
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        oid, created = _new_id(rng), _at(400 + rng.random() * 300)
+        email = f"{first.lower()}.{last.lower()}.{i}@example.com"
+        role = "Director" if i == 0 else "Sales Rep"
+        rows.append((oid, first, last, email, role, None, i == 0, created, created))
+        owners.append(
+            SeedOwner(i, str(oid), email, f"{first} {last}", i == 0, derive_token(seed, i))
+        )
+    return rows, owners
+
+
+def seeded_owners(scale: int, seed: int) -> list[SeedOwner]:
+    """The owners :func:`generate` makes for (``scale``, ``seed``), without the other rows."""
+    check_scale(scale)
+    return _owners(random.Random(seed), scale, seed)[1]
+
+
 def generate(scale: int, seed: int) -> SeedData:
     """Generate every seeded row for (``scale``, ``seed``) in memory; no I/O.
 
@@ -175,22 +210,12 @@ def generate(scale: int, seed: int) -> SeedData:
     data = SeedData()
 
     def new_id() -> uuid.UUID:
-        return uuid.UUID(int=rng.getrandbits(128), version=4)
+        return _new_id(rng)
 
     def at(days_ago: float) -> datetime:
-        return EPOCH - timedelta(seconds=round(days_ago * 86400))
+        return _at(days_ago)
 
-    # Owners: index 0 is the admin.
-    owners: list[tuple[Any, ...]] = []
-    for i in range(max(1, OWNERS_PER_SCALE * scale)):
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        oid, created = new_id(), at(400 + rng.random() * 300)
-        email = f"{first.lower()}.{last.lower()}.{i}@example.com"
-        role = "Director" if i == 0 else "Sales Rep"
-        owners.append((oid, first, last, email, role, None, i == 0, created, created))
-        data.owners.append(
-            SeedOwner(i, str(oid), email, f"{first} {last}", i == 0, derive_token(seed, i))
-        )
+    owners, data.owners = _owners(rng, scale, seed)
     data.add(
         "profiles",
         (

@@ -16,7 +16,7 @@ from typing import Any
 
 from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, connect, provision
-from sixty_core.db.seed import SeedOwner, SeedReport, generate, owners_as_json, seed
+from sixty_core.db.seed import SeedOwner, SeedReport, owners_as_json, seed, seeded_owners
 from sixty_core.settings import Settings
 from sixty_core.tokens import hash_token
 
@@ -140,7 +140,7 @@ async def seeded_owners_of(dsn: str, *, scale: int, seed_value: int) -> list[See
 
     Tokens are derivable, so a database seeded elsewhere needs only its seed to be used.
     """
-    owners = generate(scale, seed_value).owners
+    owners = seeded_owners(scale, seed_value)
     conn = await connect(dsn)
     try:
         found = await conn.fetchval(
