@@ -15,14 +15,9 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sixty_core.breaker import BreakerState, CircuitBreaker
-from sixty_core.edge import (
-    DEALS_PATH,
-    IDEMPOTENCY_HEADER,
-    EdgeFaults,
-    LegacyEdgeClient,
-    OptimizedEdgeClient,
-    create_edge_app,
-)
+from sixty_core.edge.client import LegacyEdgeClient, OptimizedEdgeClient
+from sixty_core.edge.protocol import DEALS_PATH, IDEMPOTENCY_HEADER
+from sixty_core.edge.upstream import EdgeFaults, create_edge_app
 from sixty_core.errors import (
     AuthError,
     CircuitOpenError,
@@ -409,23 +404,39 @@ async def test_faults_can_be_swapped_at_run_time(serve: Serve) -> None:
 # -- legacy client ---------------------------------------------------------------------------
 
 
-async def test_legacy_client_reproduces_original_retry_policy(serve: Serve) -> None:
-    """A failing edge gets 4 attempts and waits 1,2,4,8 x time_scale, then UpstreamError."""
+async def test_legacy_client_reproduces_the_original_mutation_retry_policy(
+    serve: Serve,
+) -> None:
+    """useDeals' mutations (maxRetries 1): a failing edge gets 2 attempts, with a wait of
+    1 then 2 x time_scale after each (the last one too), then UpstreamError."""
     url = await serve(create_edge_app(MemoryDealWriter(), EdgeFaults(failure_rate=1.0)))
     sleep = SleepRecorder()
     async with LegacyEdgeClient(url, time_scale=TIME_SCALE, sleep=sleep) as client:
-        with pytest.raises(UpstreamError, match="after 4 attempts"):
+        with pytest.raises(UpstreamError, match="after 2 attempts"):
             await client.create_deal(DEAL)
         stats = client.get_stats()
-    assert sleep.delays == pytest.approx(
-        [1 * TIME_SCALE, 2 * TIME_SCALE, 4 * TIME_SCALE, 8 * TIME_SCALE]
-    )
-    assert sum(sleep.delays) == pytest.approx(15 * TIME_SCALE)
-    assert (await edge_stats(url))["edge_requests"] == 4
-    assert stats["edge_calls"] == 4
-    assert stats["edge_failures"] == 4
-    assert stats["edge_retries"] == 3
-    assert stats["edge_wait_ms_total"] == 150
+    assert sleep.delays == pytest.approx([1 * TIME_SCALE, 2 * TIME_SCALE])
+    assert (await edge_stats(url))["edge_requests"] == 2
+    assert stats["edge_calls"] == 2
+    assert stats["edge_failures"] == 2
+    assert stats["edge_retries"] == 1
+    assert stats["edge_wait_ms_total"] == 30
+
+
+async def test_legacy_attempt_timeout_scales_with_time_scale(serve: Serve) -> None:
+    """A hanging edge costs 30 s x time_scale per attempt (at least 1 s), not 30 s: a
+    quick run with time_scale 0.05 gives up after 2 attempts of 1.5 s."""
+    url = await serve(create_edge_app(MemoryDealWriter(), EdgeFaults(hang_probability=1.0)))
+    sleep = SleepRecorder()
+    loop = asyncio.get_running_loop()
+    async with LegacyEdgeClient(url, time_scale=0.05, sleep=sleep) as client:
+        started = loop.time()
+        with pytest.raises(UpstreamError, match="after 2 attempts"):
+            await client.create_deal(DEAL)
+        elapsed = loop.time() - started
+        assert client.get_stats()["edge_timeouts"] == 2
+    assert 2 * 1.5 <= elapsed < 2 * 30 * 0.05 + 5
+    assert sleep.delays == pytest.approx([0.05, 0.1])
 
 
 async def test_legacy_client_success_returns_deal_without_waiting(serve: Serve) -> None:
@@ -469,8 +480,8 @@ async def test_legacy_client_retries_refused_connections(serve: Serve) -> None:
         async with LegacyEdgeClient(url, time_scale=TIME_SCALE, sleep=sleep) as client:
             with pytest.raises(UpstreamError):
                 await client.create_deal(DEAL)
-            assert client.get_stats()["edge_failures"] == 4
-    assert len(sleep.delays) == 4
+            assert client.get_stats()["edge_failures"] == 2
+    assert len(sleep.delays) == 2
 
 
 # -- optimized client ------------------------------------------------------------------------

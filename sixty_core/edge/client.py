@@ -1,34 +1,16 @@
-"""The edge upstream: a fault-injectable stand-in for the Supabase "deals" Edge Function,
-and the two clients the service uses to create deals through it.
+"""The two clients the deal service creates deals with through the edge upstream.
 
-The upstream (:func:`create_edge_app`) answers ``POST /functions/v1/deals`` the way the real
-Edge Function did (``201 {"data": deal, "error": null}``) and can be told to fail (503), hang
-(accept and never answer) or be slow (lognormal latency). It writes through an injected
-:class:`DealWriter` that honours idempotency keys.
-
-The clients reproduce and fix the original create path:
-
-- :class:`LegacyEdgeClient` is the original ``fetchWithRetry``: 4 attempts, a wait of
-  ``retry_delay·2^attempt`` after *every* failed attempt including the last (1+2+4+8 = 15 s
-  at ``time_scale=1``), no idempotency key, so the caller's fallback insert after an edge that
-  did write creates a duplicate.
+- :class:`LegacyEdgeClient` is the original ``apiCall`` + ``fetchWithRetry`` with the
+  mutation options of ``useDeals`` (ORIGINAL_SYSTEM.md §2.1 "Mutations", §4.3):
+  ``maxRetries 1``, so 2 attempts, and a wait of ``retryDelay·2^attempt`` after *every*
+  failed attempt including the last (1 s then 2 s at ``time_scale=1``); no idempotency key, so
+  the caller's fallback insert after an edge that did write creates a duplicate.
 - :class:`OptimizedEdgeClient` makes one attempt and one retry under one overall deadline,
   behind a :class:`~sixty_core.breaker.CircuitBreaker`, and sends the caller's
   ``Idempotency-Key`` so a retry or the fallback insert never writes twice.
 
-Upstream stats (``GET /functions/v1/stats``):
-
-================================== ============================================================
-``edge_requests``                  ``POST /deals`` requests received (health/stats not counted)
-``edge_failures_injected``         requests answered 503 by the failure fault (nothing written)
-``edge_hangs_injected``            requests held open by the hang fault
-``edge_hangs_active``              hung requests still held open (gauge)
-``edge_latency_injected_ms_total`` latency slept by the latency fault
-``edge_writes``                    deals returned by the writer (idempotent replays included)
-``edge_write_errors``              writer calls that raised (answered 500)
-``edge_write_refusals``            writer calls refusing the deal itself (answered 400 or 409)
-``edge_bad_requests``              requests answered 400 or 413
-================================== ============================================================
+Both add the statements the upstream reports (``X-Sixty-Queries``) to the current request's
+tally (:mod:`sixty_core.db.recorder`), failed attempts included.
 
 Client stats (``get_stats()``; the optimized client adds the breaker's keys):
 
@@ -46,352 +28,49 @@ Client stats (``get_stats()``; the optimized client adds the breaker's keys):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime
-import decimal
 import enum
 import json
-import logging
 import math
-import random
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from sixty_core.breaker import CircuitBreaker
+from sixty_core.db.recorder import add_statements
+from sixty_core.edge.protocol import (
+    DEALS_PATH,
+    IDEMPOTENCY_HEADER,
+    MAX_BODY_BYTES,
+    MAX_DETAIL_CHARS,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    STATEMENTS_HEADER,
+    encode_json,
+)
 from sixty_core.errors import (
     AuthError,
-    ConfigError,
     ConflictError,
+    IdempotencyKeyReusedError,
     LifecycleError,
-    NotFoundError,
     UpstreamError,
     UpstreamTimeoutError,
     ValidationError,
 )
 
-logger = logging.getLogger(__name__)
-
-EDGE_PREFIX = "/functions/v1"
-DEALS_PATH = f"{EDGE_PREFIX}/deals"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-#: Longest upstream error text passed on to a caller.
-MAX_DETAIL_CHARS = 200
-MAX_IDEMPOTENCY_KEY_CHARS = 200
-MAX_BODY_BYTES = 1024 * 1024  # requests to the upstream and responses to the clients
-
-DEFAULT_MAX_HANG_S = 600.0
-DEFAULT_SERVE_HOST = "127.0.0.1"
 DEFAULT_MAX_CONNECTIONS = 100
-DEFAULT_GRACEFUL_SHUTDOWN_S = 5
 
-DEFAULT_LEGACY_MAX_RETRIES = 3
+DEFAULT_LEGACY_MAX_RETRIES = 1
 DEFAULT_LEGACY_RETRY_DELAY_S = 1.0
+#: The original's fetch had no timeout; ours bounds an attempt at this times ``time_scale``,
 DEFAULT_LEGACY_REQUEST_TIMEOUT_S = 30.0
+#: ... but never below this, so a quick run does not time out a healthy loopback answer.
+MIN_LEGACY_REQUEST_TIMEOUT_S = 1.0
 
 DEFAULT_DEADLINE_S = 2.0
 DEFAULT_RETRIES = 1
 DEFAULT_RETRY_DELAY_S = 0.05
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-# -- faults ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class EdgeFaults:
-    """What the upstream does wrong, applied per request in the order hang, latency, failure.
-
-    ``failure_rate`` is the probability of a 503 (decided before writing, so a 503 never
-    wrote); ``hang_probability`` the probability of holding the request open without an
-    answer until the client goes away (at most ``max_hang_s``, then 504); latency is
-    lognormal with median ``latency_ms_median`` and shape ``latency_sigma`` (median 0 means
-    none, sigma 0 a constant), multiplied by ``time_scale`` and capped at ``max_hang_s``.
-    ``seed`` makes the sequence of decisions reproducible. Raises ValueError on bad values.
-
-    A client that gives up during the latency does not stop the write: as with the real
-    function, the deal is stored and nobody hears of it (the legacy duplicate scenario).
-    """
-
-    failure_rate: float = 0.0
-    hang_probability: float = 0.0
-    latency_ms_median: float = 0.0
-    latency_sigma: float = 0.0
-    time_scale: float = 1.0
-    max_hang_s: float = DEFAULT_MAX_HANG_S
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("failure_rate", "hang_probability"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-        for name in ("latency_ms_median", "latency_sigma", "time_scale"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not (math.isfinite(self.max_hang_s) and self.max_hang_s > 0.0):
-            raise ValueError(f"max_hang_s must be a finite number > 0, got {self.max_hang_s!r}")
-
-    @classmethod
-    def from_settings(cls, mapping: Mapping[str, object]) -> EdgeFaults:
-        """Build faults from a mapping of field name to value (numbers or numeric strings).
-
-        Missing keys keep their defaults; ``None`` or ``""`` for ``seed`` means unseeded.
-        Raises :class:`ConfigError` naming the key on unknown keys or unusable values.
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown edge fault setting(s): {', '.join(unknown)}")
-        values: dict[str, Any] = {}
-        for name, raw in mapping.items():
-            try:
-                values[name] = _parse_seed(raw) if name == "seed" else _parse_float(raw)
-            except (TypeError, ValueError):
-                raise ConfigError(f"edge fault {name} must be a number, got {raw!r}") from None
-        try:
-            return cls(**values)
-        except ValueError as exc:
-            raise ConfigError(f"edge faults: {exc}") from None
-
-
-def _parse_float(raw: object) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise TypeError(raw)
-    return float(raw)
-
-
-def _parse_seed(raw: object) -> int | None:
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise TypeError(raw)
-    return int(raw)
-
-
-# -- the upstream app ------------------------------------------------------------------------
-
-
-class DealWriter(Protocol):
-    """Writes one deal and returns the stored row as a JSON-able dict with an ``id``.
-
-    With an ``idempotency_key`` the writer must write at most once per key and return the
-    first write's row on every replay. Values may be UUID, date/datetime or Decimal too.
-    """
-
-    async def __call__(
-        self, fields: Mapping[str, Any], idempotency_key: str | None
-    ) -> dict[str, Any]: ...
-
-
-class _EdgeUpstream:
-    """The handlers and counters behind :func:`create_edge_app` (one per app)."""
-
-    def __init__(self, writer: DealWriter, faults: EdgeFaults) -> None:
-        self._writer = writer
-        self._set_faults(faults)
-        self.stats = dict.fromkeys(
-            (
-                "edge_requests",
-                "edge_failures_injected",
-                "edge_hangs_injected",
-                "edge_hangs_active",
-                "edge_latency_injected_ms_total",
-                "edge_writes",
-                "edge_write_errors",
-                "edge_write_refusals",
-                "edge_bad_requests",
-            ),
-            0,
-        )
-
-    def _set_faults(self, faults: EdgeFaults) -> None:
-        self._faults = faults
-        self._rng = random.Random(faults.seed)
-
-    async def create_deal(self, request: Request) -> Response:
-        self.stats["edge_requests"] += 1
-        # Draw every decision up front so the random stream is the same whichever branch runs.
-        faults, rng = self._faults, self._rng
-        hang = rng.random() < faults.hang_probability
-        latency_s = _draw_latency_s(faults, rng)
-        fail = rng.random() < faults.failure_rate
-        try:
-            body = await _read_body(request)
-        except ClientDisconnect:
-            return _envelope(499, error="client disconnected")
-        if body is None:
-            self.stats["edge_bad_requests"] += 1
-            return _envelope(413, error=f"request body exceeds {MAX_BODY_BYTES} bytes")
-
-        if hang:
-            self.stats["edge_hangs_injected"] += 1
-            self.stats["edge_hangs_active"] += 1
-            try:
-                if await _wait_for_disconnect(request, faults.max_hang_s):
-                    return _envelope(499, error="client disconnected")
-            finally:
-                self.stats["edge_hangs_active"] -= 1
-            return _envelope(504, error=f"edge hung for {faults.max_hang_s}s")
-        if latency_s > 0:
-            self.stats["edge_latency_injected_ms_total"] += round(latency_s * 1000)
-            await asyncio.sleep(latency_s)
-        if fail:
-            self.stats["edge_failures_injected"] += 1
-            return _envelope(503, error="edge function unavailable (injected failure)")
-
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-            self.stats["edge_bad_requests"] += 1
-            return _envelope(400, error=f"{IDEMPOTENCY_HEADER} must be 1-200 characters")
-        try:
-            fields = json.loads(body)
-        except ValueError:
-            fields = None
-        if not isinstance(fields, dict):
-            self.stats["edge_bad_requests"] += 1
-            return _envelope(400, error="request body must be a JSON object")
-        try:
-            deal = await self._writer(fields, key)
-        except (ValidationError, NotFoundError, ConflictError) as exc:
-            # The deal itself is refused (a bad reference, a reused key): the caller's
-            # fault, so no retry can help. The message is already safe to show.
-            self.stats["edge_write_refusals"] += 1
-            return _envelope(409 if isinstance(exc, ConflictError) else 400, error=str(exc))
-        except Exception:
-            # The edge function never leaked database text; log it here instead.
-            self.stats["edge_write_errors"] += 1
-            logger.exception("edge writer failed")
-            return _envelope(500, error="failed to create deal")
-        self.stats["edge_writes"] += 1
-        return _envelope(201, data=deal)
-
-    async def health(self, request: Request) -> Response:
-        return _json_response(200, {"status": "healthy"})
-
-    async def get_stats(self, request: Request) -> Response:
-        return _json_response(200, dict(self.stats))
-
-    async def faults(self, request: Request) -> Response:
-        """GET shows the active faults; PUT replaces them (and reseeds) from a JSON object."""
-        if request.method == "PUT":
-            try:
-                body = await _read_body(request)
-            except ClientDisconnect:
-                return _envelope(499, error="client disconnected")
-            try:
-                mapping = json.loads(body) if body is not None else None
-                if not isinstance(mapping, dict):
-                    raise ConfigError("edge faults must be a JSON object")
-                self._set_faults(EdgeFaults.from_settings(mapping))
-            except (ValueError, ConfigError) as exc:
-                return _envelope(400, error=str(exc))
-        return _envelope(200, data=dataclasses.asdict(self._faults))
-
-
-def create_edge_app(writer: DealWriter, faults: EdgeFaults) -> Starlette:
-    """Return the upstream ASGI app; it does no I/O until it serves a request.
-
-    Routes under ``/functions/v1``: ``POST /deals`` (JSON object body, optional
-    ``Idempotency-Key``; 201 ``{"data": deal, "error": null}``, or ``{"data": null, "error":
-    "<message>"}`` with 400 bad body, 413 body over 1 MiB, 503 injected failure, 504 hang
-    over ``max_hang_s``, 500 writer error), ``GET /health``, ``GET /stats`` (the counters in
-    the module table) and ``GET``/``PUT /faults`` (read or swap the faults at run time).
-    """
-    upstream = _EdgeUpstream(writer, faults)
-    app = Starlette(
-        routes=[
-            Route(DEALS_PATH, upstream.create_deal, methods=["POST"]),
-            Route(f"{EDGE_PREFIX}/health", upstream.health, methods=["GET"]),
-            Route(f"{EDGE_PREFIX}/stats", upstream.get_stats, methods=["GET"]),
-            Route(f"{EDGE_PREFIX}/faults", upstream.faults, methods=["GET", "PUT"]),
-        ]
-    )
-    app.state.edge = upstream
-    return app
-
-
-def serve_edge(app: ASGIApp, *, host: str = DEFAULT_SERVE_HOST, port: int) -> None:
-    """Serve ``app`` with uvicorn until SIGINT/SIGTERM; blocks the calling thread."""
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        lifespan="off",
-        ws="none",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=DEFAULT_GRACEFUL_SHUTDOWN_S,
-    )
-    uvicorn.Server(config).run()
-
-
-def _draw_latency_s(faults: EdgeFaults, rng: random.Random) -> float:
-    z = rng.gauss(0.0, 1.0)
-    if faults.latency_ms_median <= 0.0:
-        return 0.0
-    latency_s = faults.latency_ms_median / 1000 * math.exp(faults.latency_sigma * z)
-    return min(latency_s * faults.time_scale, faults.max_hang_s)
-
-
-async def _read_body(request: Request) -> bytes | None:
-    """Return the request body, or None once it grows past :data:`MAX_BODY_BYTES`."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _wait_for_disconnect(request: Request, max_wait_s: float) -> bool:
-    """Wait until the client goes away (True) or ``max_wait_s`` passes (False)."""
-    try:
-        async with asyncio.timeout(max_wait_s):
-            # The body is consumed, so the server's next message can only be the disconnect.
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-    except TimeoutError:
-        return False
-    return True
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def _encode_json(value: object) -> bytes:
-    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
-
-
-def _json_response(status: int, value: object) -> Response:
-    return Response(_encode_json(value), status_code=status, media_type="application/json")
-
-
-def _envelope(status: int, *, data: object = None, error: str | None = None) -> Response:
-    return _json_response(status, {"data": data, "error": error})
-
-
-# -- clients ---------------------------------------------------------------------------------
 
 
 class ClientState(enum.Enum):
@@ -498,10 +177,11 @@ class _EdgeClient:
             async with http.stream(
                 "POST",
                 DEALS_PATH,
-                content=_encode_json(dict(fields)),
+                content=encode_json(dict(fields)),
                 headers={"Content-Type": "application/json", **headers},
             ) as response:
                 status = response.status_code
+                add_statements(_statements_reported(response))
                 if not 200 <= status < 300:
                     raise _AttemptFailed(
                         f"edge answered HTTP {status}",
@@ -531,6 +211,12 @@ class _EdgeClient:
 
     def _count_wait(self, delay_s: float) -> None:
         self._stats["edge_wait_ms_total"] += round(delay_s * 1000)
+
+
+def _statements_reported(response: httpx.Response) -> int:
+    """The statements the upstream says it sent for this request (0 if it did not say)."""
+    raw = response.headers.get(STATEMENTS_HEADER, "")
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else 0
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
@@ -581,13 +267,15 @@ def _parse_deal(body: bytes) -> dict[str, Any]:
 class LegacyEdgeClient(_EdgeClient):
     """The original ``fetchWithRetry`` + ``apiCall`` create path, bugs included.
 
-    Up to ``max_retries + 1`` attempts; after *each* failed attempt (the last one too) it
-    sleeps ``retry_delay_s · 2^attempt · time_scale``. Every non-2xx status and every
-    transport error is retried, except 401 which raises :class:`AuthError` at once. A 2xx
-    whose body breaks the contract raises :class:`UpstreamError` at once, because the
-    original parsed the body only after ``fetchWithRetry`` had returned. No idempotency key
-    is sent. ``request_timeout_s`` bounds each attempt (the original had no bound at all)
-    and is not scaled.
+    ``useDeals`` called ``apiCall`` for a mutation with ``maxRetries 1, retryDelay 1000``
+    (ORIGINAL_SYSTEM.md §2.1 "Mutations"), so: up to ``max_retries + 1`` = 2 attempts, and
+    after *each* failed attempt (the last one too, §4.3) a sleep of ``retry_delay_s ·
+    2^attempt · time_scale`` (1 s, then 2 s). Every non-2xx status and every transport error
+    is retried, except 401 which raises :class:`AuthError` at once (§4.3). A 2xx whose body
+    breaks the contract raises :class:`UpstreamError` at once, because the original parsed
+    the body only after ``fetchWithRetry`` had returned. No idempotency key is sent.
+    Each attempt is bounded by ``request_timeout_s · time_scale`` (at least
+    :data:`MIN_LEGACY_REQUEST_TIMEOUT_S`); the original's fetch had no bound at all.
     """
 
     def __init__(
@@ -601,11 +289,15 @@ class LegacyEdgeClient(_EdgeClient):
         request_timeout_s: float = DEFAULT_LEGACY_REQUEST_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
-        super().__init__(
-            base_url, request_timeout_s=request_timeout_s, max_connections=max_connections
-        )
         if not (math.isfinite(time_scale) and time_scale >= 0):
             raise ValueError(f"time_scale must be a finite number >= 0, got {time_scale!r}")
+        if not (math.isfinite(request_timeout_s) and request_timeout_s > 0):
+            raise ValueError(f"request timeout must be > 0 seconds, got {request_timeout_s!r}")
+        super().__init__(
+            base_url,
+            request_timeout_s=max(MIN_LEGACY_REQUEST_TIMEOUT_S, request_timeout_s * time_scale),
+            max_connections=max_connections,
+        )
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if not (math.isfinite(retry_delay_s) and retry_delay_s >= 0):
@@ -646,12 +338,13 @@ class OptimizedEdgeClient(_EdgeClient):
 
     Each attempt first asks the breaker, and reports its outcome to it: transport errors,
     timeouts, 408, 429, 5xx and broken 2xx bodies are failures and are retried (safe: the
-    ``Idempotency-Key`` makes the upstream write at most once). A 400 or 409 refuses the
-    deal itself (a bad reference, a reused key): it raises :class:`ValidationError` or
-    :class:`ConflictError` with the upstream's message, for the caller to pass on rather
-    than fall back. Any other status (401 included: it is our credentials, not the user's)
-    ends the create with UpstreamError. Neither is retried, and both count as a breaker
-    success, since the upstream did answer: one user's bad input never opens the breaker.
+    ``Idempotency-Key`` makes the upstream write at most once). A 400, 409 or 422 refuses
+    the deal itself (a bad reference, a reused key): it raises :class:`ValidationError`,
+    :class:`ConflictError` or :class:`IdempotencyKeyReusedError` with the upstream's
+    message, for the caller to pass on rather than fall back. Any other status (401
+    included: it is our credentials, not the user's) ends the create with UpstreamError.
+    Neither is retried, and both count as a breaker success, since the upstream did
+    answer: one user's bad input never opens the breaker.
     Between attempts it sleeps ``retry_delay_s`` (not scaled: it reproduces nothing).
     """
 
@@ -745,11 +438,14 @@ class OptimizedEdgeClient(_EdgeClient):
 
 
 def _refusal(failed: _AttemptFailed) -> Exception:
-    """The error for a non-retryable answer: the deal's own fault (400/409) or upstream's."""
+    """The error for a non-retryable answer: the deal's own fault (400/409/422) or
+    upstream's."""
     if failed.status == 400:
         return ValidationError(failed.detail or "the edge upstream refused the deal")
     if failed.status == 409:
         return ConflictError(failed.detail or "the edge upstream reports a conflict")
+    if failed.status == 422:
+        return IdempotencyKeyReusedError(failed.detail or "the Idempotency-Key was reused")
     return UpstreamError(str(failed))
 
 
