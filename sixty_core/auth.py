@@ -1,7 +1,8 @@
 """Bearer-token authentication: ``Authorization: Bearer <token>`` -> :class:`User`.
 
 ``session_cache`` off (legacy): every request looks the session up and then the profile,
-two database lookups, as the original did (getSession in the hook and again in apiCall).
+two database lookups, as the original did (getSession in the hook and again in apiCall;
+ORIGINAL_SYSTEM.md §2.1 "Auth checks").
 On (optimized): one joined lookup on a miss, cached up to 60 s under the full token hash
 (never the token); unknown tokens are not cached; a logout revokes in the database and
 drops the cache entry at once, so the app's own revocations take effect with 0 s delay.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sixty_core.cache import Cache
+from sixty_core.db.recorder import count_auth_lookup
 from sixty_core.db.repository import Repository
 from sixty_core.errors import AuthError
 from sixty_core.tokens import hash_token
@@ -83,9 +85,11 @@ class DirectSessions:
         self._repo = repository
 
     async def authenticate(self, token: str) -> User:
+        count_auth_lookup()
         session = await self._repo.find_session(hash_token(token))
         if session is None:
             raise AuthError("invalid, expired or revoked token")
+        count_auth_lookup()
         profile = await self._repo.find_profile(session["user_id"])
         if profile is None:
             raise AuthError("invalid, expired or revoked token")
@@ -115,6 +119,7 @@ class CachedSessions:
         key = hash_token(token)
 
         async def load() -> User:
+            count_auth_lookup()
             row = await self._repo.find_session_user(key)
             if row is None:
                 raise _UnknownToken

@@ -9,6 +9,13 @@ with a number from one monotonic sequence, a load remembers the sequence number 
 and it only stores (and only accepts new joiners) while nothing it depends on has a newer
 stamp. Key and tag stamps are kept only for keys and tags that a running load depends on, so
 they stay bounded by the loads in flight. Not thread-safe: use it from one event loop.
+
+Cached values are shared by every caller, so they are stored frozen (:func:`freeze`):
+dicts become :class:`FrozenRow` (a dict that refuses every change) and lists become tuples,
+recursively. A caller that needs to change a value copies it (``dict(row)``); a handler
+that tries to change it in place gets a ``TypeError`` instead of corrupting the cache for
+everyone. The loader's own caller gets the frozen value too, so a miss and a hit behave
+alike.
 """
 
 from __future__ import annotations
@@ -23,10 +30,37 @@ from typing import Any, TypeVar, cast
 
 from cachetools import TTLCache
 
+from sixty_core.db.recorder import count_joined_load
 from sixty_core.errors import ConfigError
 from sixty_core.types import Clock
 
 T = TypeVar("T")
+
+
+class FrozenRow(dict[str, Any]):
+    """A dict whose contents cannot change; encoders and ``dict(row)`` see a plain dict."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("cached rows are shared and read-only: copy with dict(row) to change")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenRow, (dict(self),))
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with every dict made a :class:`FrozenRow` and every list a tuple."""
+    if isinstance(value, FrozenRow):
+        return value
+    if isinstance(value, dict):
+        return FrozenRow({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +94,7 @@ class _Counters:
     hits: int = 0
     misses: int = 0
     loads: int = 0
+    joins: int = 0
     load_errors: int = 0
     evictions: int = 0
     expirations: int = 0
@@ -282,6 +317,9 @@ class Cache:
         flight = self._flights.get((ns, key))
         if flight is None or self._is_stale(flight):
             flight = self._start_load(store, key, loader, frozenset(tags))
+        else:
+            store.n.joins += 1
+            count_joined_load()  # the load's statements are counted for its starter
         return cast(T, await self._wait(flight))
 
     def _start_load(
@@ -313,7 +351,7 @@ class Cache:
         store.n.loads += 1
         try:
             try:
-                value = await loader()
+                value = freeze(await loader())
             except Exception:
                 store.n.load_errors += 1
                 raise
@@ -388,7 +426,7 @@ class Cache:
     @staticmethod
     def _put(store: _Store, key: Hashable, value: Any, tags: frozenset[str]) -> None:
         store.untag(key)
-        store[key] = value  # may evict the LRU entry (and unindex it) via popitem
+        store[key] = freeze(value)  # may evict the LRU entry (and unindex it) via popitem
         store.tag(key, tags)
 
     def get_stats(self) -> dict[str, Any]:
@@ -397,7 +435,7 @@ class Cache:
         ``cache_evictions`` counts capacity and ``shrink`` evictions, ``cache_invalidations``
         live entries dropped by ``invalidate``/``invalidate_tags``/``clear``,
         ``cache_stale_discards`` load results not stored because a write overtook them. A
-        ``get_or_load`` that joins a load in flight counts as a miss, not a load.
+        ``get_or_load`` that joins a load in flight counts as a miss and a join, not a load.
         """
         per: dict[str, dict[str, Any]] = {}
         for name, store in self._stores.items():
@@ -458,3 +496,28 @@ def query_key(sql: str, params: Sequence[Any]) -> Hashable:
     Comments and dollar-quoted strings are not parsed: bind values as parameters.
     """
     return ("sql", _normalize_sql(sql), tuple(_freeze(p) for p in params))
+
+
+class Memo:
+    """One value computed at most once per ``ttl_s``, single-flight: concurrent callers of
+    :meth:`get` during a computation wait for it instead of computing again. An error is
+    not remembered. Kept apart from :class:`Cache` so it never counts in the service's
+    hit rate."""
+
+    def __init__(self, *, ttl_s: float, clock: Clock = time.monotonic) -> None:
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._value: Any = None
+        self._at: float | None = None
+        self.computed = 0
+
+    async def get(self, compute: Callable[[], Awaitable[T]]) -> T:
+        async with self._lock:
+            if self._at is None or self._clock() - self._at >= self._ttl_s:
+                self._value = freeze(await compute())
+                self._at = self._clock()
+                self.computed += 1
+            return cast(T, self._value)

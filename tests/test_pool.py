@@ -20,7 +20,6 @@ import pytest
 import pytest_asyncio
 
 from sixty_core.db.pool import (
-    DEFAULT_MAX_WAITING,
     LEGACY_POOL,
     OPTIMIZED_POOL,
     Pool,
@@ -108,16 +107,83 @@ def test_settings_reject_impossible_values() -> None:
         small(command_timeout_s=0)
 
 
-def test_profiles_differ_as_documented() -> None:
-    """Legacy has no client-side bound and unbounded waiters; optimized bounds both."""
-    assert (LEGACY_POOL.max_size, LEGACY_POOL.min_size) == (20, 2)
-    assert LEGACY_POOL.command_timeout_s is None
-    assert LEGACY_POOL.max_waiting is None
-    assert not LEGACY_POOL.fast_reset
-    assert (OPTIMIZED_POOL.max_size, OPTIMIZED_POOL.min_size) == (15, 3)
-    assert OPTIMIZED_POOL.command_timeout_s == 12.0
-    assert OPTIMIZED_POOL.max_waiting == DEFAULT_MAX_WAITING
-    assert OPTIMIZED_POOL.fast_reset
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (LEGACY_POOL, ("15s", "15s")),  # ORIGINAL_SYSTEM.md §2.2
+        (OPTIMIZED_POOL, ("12s", "10s")),  # §3.5
+    ],
+    ids=["legacy", "optimized"],
+)
+async def test_profile_pools_reach_the_server_with_their_timeouts(
+    db_dsn: str, app_name: str, settings: PoolSettings, expected: tuple[str, str]
+) -> None:
+    """What the server enforces on each profile's connections: statement_timeout and
+    idle_in_transaction_session_timeout, read back from the server itself."""
+    pool = Pool(db_dsn, settings, application_name=app_name)
+    async with pool, pool.acquire() as conn:
+        seen = (
+            await conn.fetchval("SHOW statement_timeout"),
+            await conn.fetchval("SHOW idle_in_transaction_session_timeout"),
+        )
+    assert seen == expected
+
+
+async def test_legacy_pool_lends_an_unpooled_connection_when_the_pool_fails(
+    db_dsn: str, admin: asyncpg.Connection, app_name: str
+) -> None:
+    """getDbClient's fallback (§2.2): with every slot held past acquire_timeout_s, the next
+    borrower gets a connection outside the pool, which is closed after its use."""
+    settings = dataclasses.replace(
+        LEGACY_POOL, max_size=1, min_size=1, acquire_timeout_s=0.2, unpooled_fallback=True
+    )
+    async with Pool(db_dsn, settings, application_name=app_name) as pool:
+        async with pool.acquire() as held:
+            held_pid = await held.fetchval("SELECT pg_backend_pid()")
+            async with pool.acquire() as extra:
+                extra_pid = await extra.fetchval("SELECT pg_backend_pid()")
+                assert len(await backend_states(admin, app_name)) == 2  # past max_size
+        stats = pool.get_stats()
+        assert extra_pid != held_pid
+        assert (stats["unpooled_connections"], stats["unpooled_open"]) == (1, 0)
+        assert stats["acquire_timeouts"] == 1
+        await eventually(
+            lambda: _backends_are(admin, app_name, 1), "the unpooled connection was closed"
+        )
+
+
+async def test_optimized_pool_never_goes_past_its_size(db_dsn: str, app_name: str) -> None:
+    """Without the fallback a borrower that finds no slot in time gets OverloadedError."""
+    settings = dataclasses.replace(OPTIMIZED_POOL, max_size=1, min_size=1, acquire_timeout_s=0.1)
+    async with Pool(db_dsn, settings, application_name=app_name) as pool:
+        async with pool.acquire():
+            with pytest.raises(OverloadedError):
+                await select_one(pool)
+        assert pool.get_stats()["unpooled_connections"] == 0
+
+
+async def test_connections_are_retired_after_max_queries(db_dsn: str, app_name: str) -> None:
+    """node-postgres maxUses: a connection is replaced after max_queries queries."""
+    async with Pool(db_dsn, small(max_size=1, max_queries=3), application_name=app_name) as pool:
+        pids = []
+        for _ in range(6):
+            async with pool.acquire() as conn:
+                pids.append(await conn.fetchval("SELECT pg_backend_pid()"))
+    assert len(set(pids)) >= 2, pids
+
+
+async def test_every_statement_sent_is_counted_once(db_dsn: str, app_name: str) -> None:
+    """statements_sent counts what reaches the server: a transaction's BEGIN and COMMIT
+    and the default reset on release included."""
+    async with Pool(db_dsn, small(max_size=1), application_name=app_name) as pool:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1")
+        # BEGIN, SELECT 1, COMMIT, and the reset query on release.
+        await eventually(lambda: pool.get_stats()["statements_sent"] == 4, "4 statements")
+
+
+async def _backends_are(admin: asyncpg.Connection, app: str, count: int) -> bool:
+    return len(await backend_states(admin, app)) == count
 
 
 def test_constructor_does_no_io() -> None:

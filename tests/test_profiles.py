@@ -1,7 +1,8 @@
 """Profiles and flags: each flag changes something observable and counted.
 
-Counts, not timings: queries per request (X-Sixty-Queries), auth lookups per request
-(X-Sixty-Auth-Lookups), cache hits, pool settings, edge calls, leaked scopes.
+Counts, not timings: statements per request (X-Sixty-Queries, counted on the connection:
+in legacy every pooled statement is followed by the pool's reset on release), auth lookups
+per request (X-Sixty-Auth-Lookups), cache hits, pool settings, edge calls, leaked scopes.
 """
 
 from __future__ import annotations
@@ -71,25 +72,26 @@ async def test_session_cache_removes_auth_lookups(start: Start) -> None:
 
 
 async def test_static_cache_serves_stages_without_queries(start: Start) -> None:
-    """Stages cost one query per request in legacy, none once preloaded when cached."""
-    async with start("legacy") as api:
-        response = await api.call("GET", "/api/stages", api.user(1))
-        assert queries(response) - lookups(response) == 1
-    async with start("legacy+static_cache") as api:
-        response = await api.call("GET", "/api/stages", api.user(1))
-        assert queries(response) - lookups(response) == 0
+    """Stages cost a query and its reset per request in legacy, none once preloaded: the
+    cached profile sends only the two auth lookups and their resets."""
+    sent = {}
+    for profile in ("legacy", "legacy+static_cache"):
+        async with start(profile) as api:
+            sent[profile] = queries(await api.call("GET", "/api/stages", api.user(1)))
+    assert sent == {"legacy": 6, "legacy+static_cache": 4}
 
 
 async def test_bounded_lists_use_one_query(start: Start) -> None:
     """The legacy list is SELECT * plus stage and company lookups (3 queries, every deal);
-    the bounded list is one joined query returning at most `limit` rows."""
+    the bounded list is one joined query returning at most `limit` rows. Each query is
+    followed by the legacy pool's reset, beside the 2 auth lookups and theirs."""
     async with start("legacy") as api:
         response = await api.call("GET", "/api/deals?limit=5", api.user(1))
-        assert queries(response) - lookups(response) == 3
+        assert queries(response) == 2 * 2 + 3 * 2
         assert response.json()["count"] > 5  # the legacy list ignores limit
     async with start("legacy+bounded_lists") as api:
         response = await api.call("GET", "/api/deals?limit=5", api.user(1))
-        assert queries(response) - lookups(response) == 1
+        assert queries(response) == 2 * 2 + 1 * 2
         assert response.json()["count"] == 5
 
 
@@ -115,20 +117,24 @@ async def test_query_cache_serves_repeated_reads(start: Start) -> None:
 
 
 async def test_pool_tuning_changes_the_pool(start: Start) -> None:
-    """Legacy pools up to 20 connections (min 2); tuned pools up to 15 (min 3)."""
-    sizes = {}
+    """Legacy pools up to 20 connections (min 2) and resets each on release; tuned pools
+    up to 15 (min 3) with no reset round trip."""
+    seen = {}
     for profile in ("legacy", "legacy+pool_tuning"):
         async with start(profile) as api:
-            health = (await api.call("GET", "/api/health?detailed=true")).json()["data"]
-            pool = health["database"]["pool"]
-            sizes[profile] = (pool["max_pool_size"], pool["min_pool_size"])
-    assert sizes == {"legacy": (20, 2), "legacy+pool_tuning": (15, 3)}
+            detail = await api.call("GET", "/api/health?detailed=true", api.admin)
+            pool = detail.json()["data"]["database"]["pool"]
+            stages = await api.call("GET", "/api/stages", api.user(1))
+            seen[profile] = (pool["max_pool_size"], pool["min_pool_size"], queries(stages))
+    # 3 statements (2 auth lookups + stages), each followed by a reset in legacy only.
+    assert seen == {"legacy": (20, 2, 6), "legacy+pool_tuning": (15, 3, 3)}
 
 
-async def test_robust_create_retries_less_and_falls_back_once(start: Start) -> None:
-    """With the edge failing every call: legacy makes 4 attempts then a fallback insert;
-    robust create makes 2, marks the answer degraded, and writes exactly one row."""
-    for profile, attempts in (("legacy", 4), ("legacy+robust_create", 2)):
+async def test_edge_failures_fall_back_to_one_insert(start: Start) -> None:
+    """With the edge failing every call: legacy makes the original's 2 attempts (mutation
+    policy, maxRetries 1) then a fallback insert; robust create makes 2 under its deadline,
+    marks the answer degraded, and writes exactly one row."""
+    for profile, attempts in (("legacy", 2), ("legacy+robust_create", 2)):
         async with start(profile) as api:
             await api.set_edge_faults(failure_rate=1.0)
             owner = api.user(1)
@@ -195,22 +201,33 @@ async def metric(api: Api, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-async def test_resource_tracking_releases_feed_listeners(start: Start) -> None:
-    """A disconnected feed client's listener is removed with tracking; legacy leaks it and
-    counts the component as leaking."""
-    for profile, leaked in (("optimized", 0), ("legacy", 1)):
-        async with start(profile) as api:
-            await _stream_once(api)
-            async with asyncio.timeout(10):
-                # The server notices the disconnect asynchronously: poll, bounded.
-                while True:
-                    listeners = await metric(api, "sixty_feed_listeners")
-                    leaking = await metric(api, "sixty_memory_scopes_leaking")
-                    if (leaking >= 1) if leaked else (listeners == 0):
-                        break
-                    await asyncio.sleep(0.05)
-            assert listeners == leaked
-            assert (leaking >= 1) == bool(leaked)
+@pytest.mark.parametrize(
+    ("profile", "faults", "leaked"),
+    [
+        ("legacy", frozenset(), 0),
+        ("optimized", frozenset(), 0),
+        ("legacy", frozenset({"feed_listener_leak"}), 1),
+        ("optimized", frozenset({"feed_listener_leak"}), 1),
+    ],
+)
+async def test_feed_listeners_are_released_unless_the_leak_fault_is_on(
+    db_dsn: str,
+    serve: Callable[..., Awaitable[str]],
+    profile: str,
+    faults: frozenset[str],
+    leaked: int,
+) -> None:
+    """A disconnected feed client's listener is removed in every profile, as the
+    original's realtime channels were; only the feed_listener_leak test fault leaks it."""
+    async with running_api(db_dsn, resolve_profile(profile), serve, test_faults=faults) as api:
+        await _stream_once(api)
+        async with asyncio.timeout(10):
+            # The server notices the disconnect asynchronously: poll, bounded.
+            while await metric(api, "sixty_streams_open") != 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert await metric(api, "sixty_feed_listeners") == leaked
+        leaking = await metric(api, 'sixty_component_scopes_leaking{component="feed_client"}')
+        assert leaking == 0  # the fault's listener is registered past the scope
 
 
 async def test_read_your_writes_after_every_write_kind(start: Start) -> None:
@@ -294,18 +311,24 @@ async def deal_count(api: Api) -> int:
 
 
 async def test_logout_releases_the_session_monitor_only_with_tracking(start: Start) -> None:
-    """Each session's "performance monitor" timer is released at logout with resource
-    tracking; legacy keeps it armed and reports the component as leaking."""
+    """Each session's performance monitor (a repeating timer and five interaction
+    listeners, ORIGINAL_SYSTEM.md §2.1) is released at logout with resource tracking;
+    legacy keeps them and reports the component as leaking."""
     for profile, leaked, index in (("optimized", False, 2), ("legacy", True, 3)):
         async with start(profile) as api:
             owner = api.user(index)
             assert (await api.call("GET", "/api/stages", owner)).status_code == 200
-            timers = await metric(api, "sixty_memory_timers_active")
-            assert timers >= 1
+            family = 'sixty_component_{}{{component="session_monitor"}}'
+            timers = await metric(api, family.format("timers_active"))
+            listeners = await metric(api, family.format("listeners_active"))
+            assert (timers, listeners) == (1, 5)
             await api.call("POST", "/api/auth/logout", owner)
-            after = await metric(api, "sixty_memory_timers_active")
-            assert (after == timers) == leaked
-            assert (await metric(api, "sixty_memory_scopes_leaking") >= 1) == leaked
+            after = (
+                await metric(api, family.format("timers_active")),
+                await metric(api, family.format("listeners_active")),
+            )
+            assert after == ((1, 5) if leaked else (0, 0))
+            assert (await metric(api, family.format("scopes_leaking")) == 1) == leaked
 
 
 @pytest.mark.parametrize(("profile", "expected"), [("optimized", 2), ("legacy", 4)])

@@ -3,9 +3,10 @@
 The lifespan builds every component for the profile (:mod:`sixty_core.api.components`)
 and closes them on shutdown. Middleware, outermost first:
 
-1. :class:`RequestAccounting` — counts the statements and auth lookups each request made
-   (``X-Sixty-Queries`` / ``X-Sixty-Auth-Lookups`` response headers, per-endpoint totals)
-   and records the request in the profile's request log;
+1. :class:`~sixty_core.accounting.RequestAccounting` — counts the statements, auth lookups
+   and joined cache loads of each request (``X-Sixty-Queries``, ``X-Sixty-Auth-Lookups``,
+   ``X-Sixty-Joined-Loads``) and, when it is done, adds them to the per-endpoint totals and
+   records the request in the profile's request log and API metrics;
 2. Starlette's own error middleware;
 3. :class:`~sixty_core.api.boundary.MemoryAwareErrorBoundary` — any unexpected exception
    becomes a sanitized 500 envelope, and triggers cleanup when memory is high;
@@ -14,7 +15,6 @@ and closes them on shutdown. Middleware, outermost first:
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,8 +25,9 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
+from sixty_core.accounting import Accounted, RequestAccounting
 from sixty_core.api.boundary import MemoryAwareErrorBoundary
 from sixty_core.api.components import Components, build
 from sixty_core.api.errors import handle_http_exception, handle_sixty_error
@@ -34,7 +35,6 @@ from sixty_core.api.metrics import metrics_endpoint
 from sixty_core.api.openapi import build_openapi
 from sixty_core.api.responses import JSONResponse
 from sixty_core.api.routes import routes
-from sixty_core.db.recorder import recording
 from sixty_core.errors import SixtyError
 from sixty_core.memory import MemoryManager
 from sixty_core.profiles import Profile
@@ -44,66 +44,30 @@ from sixty_core.settings import Settings
 MAX_LOGGED_BODY = 64 * 1024
 
 
-class RequestAccounting:
-    """Pure ASGI middleware: per-request query tally, endpoint totals, request log."""
+def _account(holder: Starlette) -> Any:
+    """The ``on_done`` of the service's accounting: endpoint totals, log, API metrics."""
 
-    def __init__(self, app: ASGIApp, *, holder: Starlette) -> None:
-        self.app = app
-        self._holder = holder
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 0
-        body = bytearray()
-
-        async def receive_logged() -> Message:
-            message = await receive()
-            if message["type"] == "http.request" and len(body) < MAX_LOGGED_BODY:
-                body.extend(message.get("body", b"")[: MAX_LOGGED_BODY - len(body)])
-            return message
-
-        with recording() as tally:
-
-            async def send_counted(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    headers = list(message.get("headers", []))
-                    headers.append((b"x-sixty-queries", str(tally.queries).encode()))
-                    headers.append((b"x-sixty-auth-lookups", str(tally.auth_lookups).encode()))
-                    message = {**message, "headers": headers}
-                await send(message)
-
-            try:
-                await self.app(scope, receive_logged, send_counted)
-            finally:
-                self._account(
-                    scope,
-                    status,
-                    tally.queries,
-                    tally.auth_lookups,
-                    (time.perf_counter() - started) * 1000,
-                    bytes(body),
-                )
-
-    def _account(
-        self, scope: Scope, status: int, queries: int, lookups: int, duration_ms: float, body: bytes
-    ) -> None:
-        comp: Components | None = getattr(self._holder.state, "components", None)
+    def account(done: Accounted) -> None:
+        comp: Components | None = getattr(holder.state, "components", None)
         if comp is None:
             return
+        scope, tally = done.scope, done.tally
         route = scope.get("route")
         endpoint = f"{scope['method']} {getattr(route, 'path', 'unmatched')}"
         figures = comp.endpoint_stats.setdefault(
-            endpoint, {"requests": 0, "queries": 0, "auth_lookups": 0}
+            endpoint,
+            {"requests": 0, "queries": 0, "auth_lookups": 0, "joined_loads": 0},
         )
         figures["requests"] += 1
-        figures["queries"] += queries
-        figures["auth_lookups"] += lookups
-        comp.request_log.record(scope["method"], scope["path"], status, duration_ms, body or None)
+        figures["queries"] += tally.statements
+        figures["auth_lookups"] += tally.auth_lookups
+        figures["joined_loads"] += tally.joined_loads
+        comp.request_log.record(
+            scope["method"], scope["path"], done.status, done.duration_ms, done.body or None
+        )
+        comp.monitor.record_api(scope["method"], scope["path"], done.status, done.duration_ms)
+
+    return account
 
 
 def create_app(settings: Settings, profile: Profile, *, dsn: str, edge_url: str) -> ASGIApp:
@@ -141,4 +105,4 @@ def create_app(settings: Settings, profile: Profile, *, dsn: str, edge_url: str)
         exception_handlers={SixtyError: handle_sixty_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
-    return RequestAccounting(app, holder=app)
+    return RequestAccounting(app, on_done=_account(app), capture_body=MAX_LOGGED_BODY)

@@ -4,6 +4,11 @@ Prometheus text format.
 A custom collector reads every component's ``get_stats()`` at scrape time into a registry
 owned by the app (never the process-global one, so two apps in one process do not clash).
 Names carry units (``_seconds``, ``_bytes``, ``_total``) per Prometheus conventions.
+
+Who may read it: anyone who can reach the port, like any Prometheus target, so it carries
+aggregates only: counters and gauges per endpoint, namespace or component, and the
+profile's name. No versions, no row counts, no user, token or tenant appears in it. Serve
+it on loopback or behind the network policy that guards the scraper, as the harness does.
 """
 
 from __future__ import annotations
@@ -79,10 +84,35 @@ class ComponentsCollector(Collector):
                 "Edge calls refused by the open breaker",
                 edge["breaker_rejections"],
             )
+        yield _counter(
+            "sixty_create_replays",
+            "Creates answered from an Idempotency-Key",
+            edge["create_replays"],
+        )
         yield _counter("sixty_auth_requests", "Requests that presented a token", comp.auth_requests)
         yield _counter("sixty_auth_failures", "Tokens refused (401)", comp.auth_failures)
         yield _gauge(
-            "sixty_session_monitors_active", "Per-session monitors alive", comp.monitors.active
+            "sixty_session_monitors_active", "Per-session monitors alive", comp.monitor.active
+        )
+        yield _gauge(
+            "sixty_monitor_metrics_retained_bytes",
+            "Bytes the performance monitor's metric arrays retain",
+            comp.monitor.retained_bytes(),
+        )
+        yield _counter(
+            "sixty_client_disconnects",
+            "Requests whose client hung up while sending the body",
+            comp.client_disconnects,
+        )
+        streams = comp.streams.get_stats()
+        yield _gauge("sixty_streams_open", "Open event streams", streams["streams_open"])
+        yield _counter(
+            "sixty_streams_refused", "Streams refused (per-user cap)", streams["streams_refused"]
+        )
+        yield _counter(
+            "sixty_streams_ended_by_logout",
+            "Streams ended because their token logged out",
+            streams["streams_ended_by_logout"],
         )
         feed = comp.feed.get_stats()
         yield _gauge("sixty_feed_listeners", "Registered feed listeners", feed["feed_listeners"])
@@ -100,6 +130,16 @@ class ComponentsCollector(Collector):
         for key in ("pool_size", "pool_idle", "pool_busy", "pool_waiting", "pool_max_size"):
             yield _gauge(f"sixty_{key}", f"Connection pool {key}", s[key])
         yield _counter("sixty_pool_acquires", "Connections acquired", s["acquires"])
+        yield _counter(
+            "sixty_db_statements_sent",
+            "Statements sent on the pool's connections, attributed to a request or not",
+            s["statements_sent"],
+        )
+        yield _counter(
+            "sixty_pool_unpooled_connections",
+            "Connections lent from outside the pool (legacy fallback)",
+            s["unpooled_connections"],
+        )
         yield _counter(
             "sixty_pool_acquire_timeouts", "Acquires that timed out", s["acquire_timeouts"]
         )
@@ -183,16 +223,24 @@ class ComponentsCollector(Collector):
             "sixty_http_requests", "Requests by endpoint", labels=["endpoint"]
         )
         queries = CounterMetricFamily(
-            "sixty_db_queries", "Statements sent to Postgres by endpoint", labels=["endpoint"]
+            "sixty_db_queries",
+            "Statements sent to Postgres by endpoint (the X-Sixty-Queries headers summed)",
+            labels=["endpoint"],
         )
         lookups = CounterMetricFamily(
             "sixty_auth_lookups", "Auth lookups by endpoint", labels=["endpoint"]
+        )
+        joined = CounterMetricFamily(
+            "sixty_cache_joined_loads",
+            "Cache loads a request waited for instead of running, by endpoint",
+            labels=["endpoint"],
         )
         for endpoint, figures in sorted(stats.items()):
             requests.add_metric([endpoint], figures["requests"])
             queries.add_metric([endpoint], figures["queries"])
             lookups.add_metric([endpoint], figures["auth_lookups"])
-        yield from (requests, queries, lookups)
+            joined.add_metric([endpoint], figures["joined_loads"])
+        yield from (requests, queries, lookups, joined)
 
 
 def metrics_endpoint(comp: Components) -> Any:

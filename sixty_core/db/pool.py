@@ -37,12 +37,24 @@ survive ``RESET ALL``.
 
 Deadlines
 ---------
-``command_timeout_s`` bounds every call on the client side. ``LEGACY_POOL`` leaves it ``None``,
-like the original pool, so on a black-holed network its calls can hang; only the server-side
-``statement_timeout`` applies, and it cannot fire if packets are lost. Connecting is bounded
-by ``acquire_timeout_s``. Release (the reset round trip) is bounded by ``command_timeout_s``,
+``command_timeout_s`` bounds every call on the client side (``LEGACY_POOL``: 15 s, the
+original's ``query_timeout``). Connecting and waiting for a slot are bounded by
+``acquire_timeout_s``. Release (the reset round trip) is bounded by ``command_timeout_s``,
 or by ``acquire_timeout_s`` when that is ``None``; that is the bound asyncpg itself gives a
 release after ``pool.acquire(timeout=...)``.
+
+Counting
+--------
+Every connection the pool opens, the unpooled fallback's included, carries the statement
+counter of :mod:`sixty_core.db.recorder` as an asyncpg query logger, so each statement sent
+is counted for the request that sent it and in ``statements_sent``.
+
+The unpooled fallback (legacy)
+------------------------------
+With ``unpooled_fallback`` (the original's ``getDbClient``, ORIGINAL_SYSTEM.md §2.2), an
+acquire that fails (no slot within ``acquire_timeout_s``, or a failed connect) opens one
+connection outside the pool for that borrower and closes it on release; the pool's size
+bound does not apply to it. ``unpooled_connections`` counts them.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ from typing import Any
 
 import asyncpg
 
+from sixty_core.db.recorder import count_statement
 from sixty_core.errors import DatabaseUnavailableError, LifecycleError, OverloadedError
 from sixty_core.types import Clock
 
@@ -99,10 +112,13 @@ class PoolSettings:
     """How a :class:`Pool` is sized and bounded. Invalid values raise ``ValueError``.
 
     ``max_inactive_s`` is how long an idle connection above ``min_size`` lives.
-    ``statement_timeout_ms`` is sent as a server setting. ``command_timeout_s`` is asyncpg's
-    client-side bound (``None`` = unbounded). ``max_waiting`` is the number of callers that
-    may queue for a slot (``None`` = unbounded, the legacy behaviour; ``0`` = never queue).
-    ``fast_reset`` replaces asyncpg's reset query with a no-op (see the module docstring).
+    ``statement_timeout_ms`` and ``idle_in_transaction_timeout_ms`` are sent as server
+    settings (0 = off). ``command_timeout_s`` is asyncpg's client-side bound (``None`` =
+    unbounded). ``max_waiting`` is the number of callers that may queue for a slot (``None`` =
+    unbounded, the legacy behaviour; ``0`` = never queue). ``fast_reset`` replaces asyncpg's
+    reset query with a no-op (see the module docstring). ``max_queries`` retires a connection
+    after that many queries (node-postgres ``maxUses``). ``unpooled_fallback`` lends a
+    connection from outside the pool when an acquire fails (module docstring).
     """
 
     max_size: int
@@ -113,6 +129,9 @@ class PoolSettings:
     command_timeout_s: float | None
     max_waiting: int | None
     fast_reset: bool
+    idle_in_transaction_timeout_ms: int = 0
+    max_queries: int = 50_000
+    unpooled_fallback: bool = False
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
@@ -131,6 +150,13 @@ class PoolSettings:
             raise ValueError(f"command_timeout_s must be > 0 or None, got {self.command_timeout_s}")
         if self.max_waiting is not None and self.max_waiting < 0:
             raise ValueError(f"max_waiting must be >= 0 or None, got {self.max_waiting}")
+        if self.idle_in_transaction_timeout_ms < 0:
+            raise ValueError(
+                "idle_in_transaction_timeout_ms must be >= 0, "
+                f"got {self.idle_in_transaction_timeout_ms}"
+            )
+        if self.max_queries < 1:
+            raise ValueError(f"max_queries must be >= 1, got {self.max_queries}")
 
     @property
     def release_timeout_s(self) -> float:
@@ -138,19 +164,26 @@ class PoolSettings:
         return self.command_timeout_s or self.acquire_timeout_s
 
 
-#: The original's pool: note there is no command_timeout, so calls can hang on a black hole.
+#: The original's node-postgres pool mapped to asyncpg (ORIGINAL_SYSTEM.md §2.2): max 20,
+#: min 2, idle 30 s, connectionTimeoutMillis 10 s, query_timeout 15 s, statement and
+#: idle-in-transaction timeouts 15 s, maxUses 7500, and getDbClient's unpooled fallback.
+#: Its flaws stay: waiters are unbounded, and asyncpg's default reset runs on every release.
 LEGACY_POOL = PoolSettings(
     max_size=20,
     min_size=2,
     max_inactive_s=30,
-    acquire_timeout_s=15,
+    acquire_timeout_s=10,
     statement_timeout_ms=15000,
-    command_timeout_s=None,
+    command_timeout_s=15.0,
     max_waiting=None,
     fast_reset=False,
+    idle_in_transaction_timeout_ms=15000,
+    max_queries=7500,
+    unpooled_fallback=True,
 )
 
-#: The tuned pool: smaller, bounded calls, bounded waiters, rollback-only reset.
+#: The tuned pool (ORIGINAL_SYSTEM.md §3.5 sizes and timeouts): smaller, bounded waiters
+#: that fail fast, rollback-only reset, and no connection outside the pool.
 OPTIMIZED_POOL = PoolSettings(
     max_size=15,
     min_size=3,
@@ -160,6 +193,7 @@ OPTIMIZED_POOL = PoolSettings(
     command_timeout_s=12.0,
     max_waiting=DEFAULT_MAX_WAITING,
     fast_reset=True,
+    idle_in_transaction_timeout_ms=10000,
 )
 
 
@@ -260,15 +294,23 @@ def _connection_failure(exc: BaseException, conn: asyncpg.Connection | None) -> 
 class _Lease:
     """One borrowing of a connection, used as ``async with pool.acquire() as conn``."""
 
-    __slots__ = ("_conn", "_pool", "_since")
+    __slots__ = ("_conn", "_pool", "_since", "_unpooled")
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._conn: asyncpg.Connection | None = None
         self._since = 0.0
+        self._unpooled = False
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._conn, self._since = await self._pool._checkout()
+        try:
+            self._conn, self._since = await self._pool._checkout()
+        except (OverloadedError, DatabaseUnavailableError):
+            if not self._pool.settings.unpooled_fallback or self._pool._is_closed():
+                raise
+            # getDbClient's fallback (ORIGINAL_SYSTEM.md §2.2): one connection of its own.
+            self._conn = await self._pool._connect_unpooled()
+            self._unpooled = True
         return self._conn
 
     async def __aexit__(
@@ -280,12 +322,15 @@ class _Lease:
         conn, self._conn = self._conn, None
         # Decide before release: release detaches the proxy.
         failure = _connection_failure(exc, conn) if exc is not None else None
-        try:
-            if failure is not None:
-                suspect = not isinstance(exc, TimeoutError)
-                await self._pool._discard(conn, siblings_suspect=suspect)
-        finally:
-            await self._pool._checkin(conn, self._since)
+        if self._unpooled:
+            await self._pool._close_unpooled(conn)
+        else:
+            try:
+                if failure is not None:
+                    suspect = not isinstance(exc, TimeoutError)
+                    await self._pool._discard(conn, siblings_suspect=suspect)
+            finally:
+                await self._pool._checkin(conn, self._since)
         if failure is not None:
             raise DatabaseUnavailableError(failure, retry_after_s=DEFAULT_RETRY_AFTER_S) from exc
 
@@ -333,6 +378,9 @@ class Pool:
         self._open_s = 0.0
         self._open_count = 0  # pool size sampled at the last event
         self._last_event = 0.0
+        self._statements = 0
+        self._unpooled = 0
+        self._unpooled_open = 0
 
     @property
     def state(self) -> PoolState:
@@ -374,13 +422,12 @@ class Pool:
                 self._dsn,
                 min_size=s.min_size,
                 max_size=s.max_size,
+                max_queries=s.max_queries,
                 max_inactive_connection_lifetime=s.max_inactive_s,
                 command_timeout=s.command_timeout_s,
                 timeout=s.acquire_timeout_s,  # bounds each connect
-                server_settings={
-                    "application_name": self._application_name,
-                    "statement_timeout": str(s.statement_timeout_ms),
-                },
+                server_settings=self._server_settings(),
+                init=self._init_connection,
                 reset=_skip_reset_query if s.fast_reset else None,
             )
         except (*_CONNECTION_FAILURES, asyncpg.InterfaceError) as exc:
@@ -437,6 +484,53 @@ class Pool:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def _server_settings(self) -> dict[str, str]:
+        s = self._settings
+        return {
+            "application_name": self._application_name,
+            "statement_timeout": str(s.statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(s.idle_in_transaction_timeout_ms),
+        }
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        # Runs once per new connection (asyncpg ``init=``); loggers survive every reset.
+        conn.add_query_logger(self._log_statement)
+
+    def _log_statement(self, record: Any) -> None:
+        self._statements += 1
+        count_statement(record)
+
+    async def _connect_unpooled(self) -> asyncpg.Connection:
+        """A connection outside the pool, set up like the pool's (the legacy fallback)."""
+        s = self._settings
+        try:
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=s.acquire_timeout_s,
+                command_timeout=s.command_timeout_s,
+                server_settings=self._server_settings(),
+            )
+        except (*_CONNECTION_FAILURES, asyncpg.InterfaceError) as exc:
+            self._acquire_errors += 1
+            raise DatabaseUnavailableError(
+                f"could not connect outside the pool either ({type(exc).__name__})",
+                retry_after_s=DEFAULT_RETRY_AFTER_S,
+            ) from exc
+        conn.add_query_logger(self._log_statement)
+        self._unpooled += 1
+        self._unpooled_open += 1
+        return conn
+
+    async def _close_unpooled(self, conn: asyncpg.Connection | None) -> None:
+        self._unpooled_open -= 1
+        if conn is None:
+            return
+        try:
+            # Shielded like a pooled release: a cancelled borrower must not leave it open.
+            await asyncio.shield(conn.close(timeout=self._settings.release_timeout_s))
+        except Exception:
+            conn.terminate()
 
     # --- borrowing -----------------------------------------------------------------------
 
@@ -601,6 +695,10 @@ class Pool:
         ``health``                   ``overloaded`` if waiting > 5, else ``busy`` if
                                      idle < 2, else ``healthy`` (the original's rule)
         ``utilization_pct``          ``pool_busy / pool_max_size * 100``
+        ``statements_sent``          statements sent on this pool's connections (the
+                                     unpooled ones included), attributed or not
+        ``unpooled_connections``     connections lent from outside the pool (legacy)
+        ``unpooled_open``            of those, open now
         ===========================  ====================================================
 
         ``open_connection_s`` samples the size at each event (acquire, release, this call)
@@ -642,6 +740,9 @@ class Pool:
             "pool_efficiency": busy_s / self._open_s if self._open_s > 0 else 0.0,
             "health": self._health(idle),
             "utilization_pct": self._busy / s.max_size * 100.0,
+            "statements_sent": self._statements,
+            "unpooled_connections": self._unpooled,
+            "unpooled_open": self._unpooled_open,
         }
 
     def health_snapshot(self) -> dict[str, Any]:

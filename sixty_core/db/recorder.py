@@ -1,33 +1,59 @@
-"""Per-request tallies of database work: queries run and auth lookups made.
+"""Per-request tallies of database work, counted on the connection where statements are sent.
 
-The API opens a :class:`Tally` for each request (:func:`recording`); the repository calls
-:func:`count_query` for every statement that reaches Postgres (cache hits do not). The
-counts are deterministic for a given request and profile, so tests and CI gates can trust
-them on a noisy machine where timings cannot be trusted.
+Every connection this process opens (pooled, the legacy profile's unpooled fallback, the
+edge upstream's) carries :func:`count_statement` as an asyncpg *query logger*. asyncpg calls
+its loggers for every message it sends that runs SQL: ``execute``/``fetch*`` calls,
+``BEGIN``/``COMMIT``/``ROLLBACK`` of a transaction, the pool's reset on release
+(``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;``, one message),
+type introspection. Nothing is tallied by hand at call sites, so a statement added anywhere
+is counted, and one counted statement is one ``LOG: statement``/``LOG: execute`` line that
+Postgres writes with ``log_statement = 'all'`` (the tests hold the two equal).
+
+The API opens a :class:`Tally` per request (:func:`recording`). The tally lives in a context
+variable, so statements sent from tasks the request starts (a cache load, asyncpg's shielded
+release) are counted for that request too.
+
+Two conditions of exactness, both stated where the counts are shown:
+
+- asyncpg runs query loggers with ``loop.call_soon``, one loop iteration after the
+  statement completed. :func:`settle` yields once so that every statement completed so far
+  is counted; read a tally only after it.
+- Under concurrency, a request that joins another request's in-flight cache load sends no
+  statement: the load's statements are counted for the request that started it. The joiner
+  counts a *joined load* instead (:func:`count_joined_load`). Sent one request at a time (as
+  ``sixty probe`` does), the counts per request are deterministic.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
 class Tally:
-    """Counts for one unit of work (usually one HTTP request)."""
+    """Counts for one unit of work (usually one HTTP request).
 
-    queries: int = 0
+    ``statements`` includes ``edge_statements``: those the edge upstream sent for this
+    request, as it reported them.
+    """
+
+    statements: int = 0
     auth_lookups: int = 0
+    joined_loads: int = 0
+    edge_statements: int = 0
 
 
-_current: ContextVar[Tally | None] = ContextVar("sixty_query_tally", default=None)
+_current: ContextVar[Tally | None] = ContextVar("sixty_statement_tally", default=None)
 
 
 @contextmanager
 def recording() -> Iterator[Tally]:
-    """Count the queries made inside the block (in this task and tasks it starts)."""
+    """Count the statements sent inside the block (in this task and the tasks it starts)."""
     tally = Tally()
     token = _current.set(tally)
     try:
@@ -36,10 +62,45 @@ def recording() -> Iterator[Tally]:
         _current.reset(token)
 
 
-def count_query(*, auth: bool = False) -> None:
-    """Record one statement sent to Postgres; ``auth`` marks a session/user lookup."""
+def current_tally() -> Tally | None:
+    """The tally of the unit of work running now, or None outside :func:`recording`."""
+    return _current.get()
+
+
+def count_statement(record: Any) -> None:
+    """asyncpg query logger: one statement was sent on a connection (``record`` unused)."""
     tally = _current.get()
     if tally is not None:
-        tally.queries += 1
-        if auth:
-            tally.auth_lookups += 1
+        tally.statements += 1
+
+
+def count_auth_lookup() -> None:
+    """One session/user lookup was made (a logical lookup; its statements count apart)."""
+    tally = _current.get()
+    if tally is not None:
+        tally.auth_lookups += 1
+
+
+def count_joined_load() -> None:
+    """This request joined another's in-flight cache load and sent nothing for it."""
+    tally = _current.get()
+    if tally is not None:
+        tally.joined_loads += 1
+
+
+def add_statements(count: int) -> None:
+    """Add statements another process (the edge upstream) sent for this request."""
+    tally = _current.get()
+    if tally is not None and count > 0:
+        tally.statements += count
+        tally.edge_statements += count
+
+
+async def settle() -> None:
+    """Let the query loggers of every statement completed so far run (one loop turn).
+
+    asyncpg schedules each logger with ``call_soon`` when its statement completes; a task
+    that yields once resumes after every callback scheduled before it (the ready queue is
+    FIFO), so the tally is then complete up to this point.
+    """
+    await asyncio.sleep(0)

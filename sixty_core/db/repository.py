@@ -3,7 +3,8 @@
 Identifiers that vary (sort column, insert/update column lists) come only from allow-lists
 in this module or in :mod:`sixty_core.models`; values are always ``$n`` parameters.
 
-Each statement that reaches Postgres is counted (:func:`count_query`). Reads may go through
+Statements are counted on the connection (:mod:`sixty_core.db.recorder`), not here. Reads
+may go through
 a :class:`ReadCache` strategy: :class:`NoReadCache` (every read hits Postgres) or
 :class:`SelectResultCache` (the optimized profile's SELECT result cache, keyed by the full
 SQL and every parameter, tagged by table and owner). Every write invalidates the tags it
@@ -16,38 +17,25 @@ violations become :class:`ValidationError` or :class:`ConflictError`.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as dt
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Protocol
 
 import asyncpg
 
 from sixty_core.cache import Cache, query_key
-from sixty_core.db.recorder import count_query
 from sixty_core.errors import (
     ConflictError,
     DatabaseUnavailableError,
+    IdempotencyKeyReusedError,
     ValidationError,
 )
+from sixty_core.listing import SORT_FIELDS, Cursor, ListQuery
 from sixty_core.models import CREATE_COLUMNS, UPDATE_COLUMNS, to_db_value
 from sixty_core.types import Row
-
-#: Sortable list fields -> SQL expression and the cast a cursor value needs.
-SORT_FIELDS: dict[str, tuple[str, str]] = {
-    "created_at": ("d.created_at", "timestamptz"),
-    "updated_at": ("d.updated_at", "timestamptz"),
-    "value": ("d.value", "numeric"),
-    "name": ("d.name", "text"),
-}
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 #: The columns of a deal returned to clients (idempotency_key stays internal).
 _DEAL_COLUMNS = (
@@ -152,70 +140,6 @@ def deal_write_tags(
     return tags
 
 
-# --- cursors -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Keyset position: the last row's sort value and id, for one sort field and order."""
-
-    sort: str
-    order: str
-    value: str
-    id: uuid.UUID
-
-    def encode(self) -> str:
-        raw = json.dumps([self.sort, self.order, self.value, str(self.id)]).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, text: str, *, sort: str, order: str) -> Cursor:
-        """Parse a cursor; raise ValidationError if it is malformed or for another sort."""
-        try:
-            padded = text + "=" * (-len(text) % 4)
-            s, o, value, ident = json.loads(base64.urlsafe_b64decode(padded))
-            cursor = cls(str(s), str(o), str(value), uuid.UUID(str(ident)))
-        except (ValueError, TypeError, binascii.Error):
-            raise ValidationError("cursor is malformed: pass next_cursor back unchanged") from None
-        if (cursor.sort, cursor.order) != (sort, order):
-            raise ValidationError("cursor belongs to another sort order: restart the listing")
-        if not _is_valid_cursor_value(SORT_FIELDS[sort][1], cursor.value):
-            # Checked here so a forged value is a clear 400, not a failed cast in Postgres.
-            raise ValidationError("cursor is malformed: pass next_cursor back unchanged")
-        return cursor
-
-
-def _is_valid_cursor_value(cast: str, value: str) -> bool:
-    """Whether ``value`` reads as the sort column's type (what :func:`_cursor_value` wrote)."""
-    if cast == "timestamptz":
-        try:
-            return dt.datetime.fromisoformat(value).tzinfo is not None
-        except ValueError:
-            return False
-    if cast == "numeric":
-        try:
-            return Decimal(value).is_finite()
-        except ArithmeticError:
-            return False
-    return True
-
-
-@dataclass(frozen=True)
-class ListQuery:
-    """A deal-list request after validation."""
-
-    visible_to: uuid.UUID | None  # None: an admin sees every owner's deals
-    owner_id: uuid.UUID | None = None
-    stage_id: uuid.UUID | None = None
-    status: str | None = None
-    search: str | None = None
-    sort: str = "created_at"
-    order: str = "desc"
-    limit: int = DEFAULT_PAGE_SIZE
-    offset: int = 0
-    cursor: str | None = None
-
-
 # --- errors ------------------------------------------------------------------------------
 
 
@@ -271,14 +195,12 @@ class Repository:
 
     # low level: every statement goes through these, so every one is counted
 
-    async def _fetch(self, sql: str, *params: Any, auth: bool = False) -> list[Row]:
+    async def _fetch(self, sql: str, *params: Any) -> list[Row]:
         async with translated_errors(), self._pool.acquire() as conn:
-            count_query(auth=auth)
             return [dict(r) for r in await conn.fetch(sql, *params)]
 
-    async def _fetchrow(self, sql: str, *params: Any, auth: bool = False) -> Row | None:
+    async def _fetchrow(self, sql: str, *params: Any) -> Row | None:
         async with translated_errors(), self._pool.acquire() as conn:
-            count_query(auth=auth)
             return _row(await conn.fetchrow(sql, *params))
 
     async def _cached(
@@ -303,7 +225,6 @@ class Repository:
             "SELECT user_id, expires_at FROM sessions "
             "WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
             token_hash,
-            auth=True,
         )
 
     async def find_profile(self, user_id: uuid.UUID) -> Row | None:
@@ -311,7 +232,6 @@ class Repository:
         return await self._fetchrow(
             "SELECT id, email, first_name, last_name, is_admin FROM profiles WHERE id = $1",
             user_id,
-            auth=True,
         )
 
     async def find_session_user(self, token_hash: str) -> Row | None:
@@ -321,7 +241,6 @@ class Repository:
             "FROM sessions s JOIN profiles p ON p.id = s.user_id "
             "WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
             token_hash,
-            auth=True,
         )
 
     async def revoke_session(self, token_hash: str) -> bool:
@@ -330,17 +249,22 @@ class Repository:
             "UPDATE sessions SET revoked_at = now() "
             "WHERE token_hash = $1 AND revoked_at IS NULL RETURNING token_hash",
             token_hash,
-            auth=True,
         )
         return row is not None
 
     # health
 
     async def health_probe(self) -> Row:
-        """``now()`` and ``version()`` from the server (the original's health query)."""
-        row = await self._fetchrow("SELECT now() AS now, version() AS version")
+        """The server's ``now()``: one cheap round trip, for the open health check."""
+        row = await self._fetchrow("SELECT now() AS now")
         assert row is not None
         return row
+
+    async def server_version(self) -> str:
+        """``version()`` of the server (only the admins' detailed health shows it)."""
+        row = await self._fetchrow("SELECT version() AS version")
+        assert row is not None
+        return str(row["version"])
 
     async def table_counts(self) -> dict[str, int]:
         row = await self._fetchrow(
@@ -373,11 +297,6 @@ class Repository:
             "FROM companies ORDER BY name"
         )
 
-    async def companies_by_ids(self, ids: Sequence[uuid.UUID]) -> list[Row]:
-        return await self._fetch(
-            "SELECT id, name FROM companies WHERE id = ANY($1::uuid[])", list(ids)
-        )
-
     # deal reads
 
     async def list_deals_unbounded(self, query: ListQuery) -> list[Row]:
@@ -402,7 +321,8 @@ class Repository:
         comparator = "<" if query.order == "desc" else ">"
         if query.cursor is not None:
             cursor = Cursor.decode(query.cursor, sort=query.sort, order=query.order)
-            params += [cursor.value, cursor.id]
+            # Bound as its column's type: asyncpg refuses a str for a timestamptz parameter.
+            params += [cursor.sort_value(), cursor.id]
             where.append(
                 f"({column}, d.id) {comparator} (${len(params) - 1}::{cast}, ${len(params)}::uuid)"
             )
@@ -419,11 +339,7 @@ class Repository:
         page = rows[: query.limit]
         next_cursor = None
         if len(rows) > query.limit and page:
-            last = page[-1]
-            raw_sort = query.sort
-            next_cursor = Cursor(
-                raw_sort, query.order, _cursor_value(last[raw_sort]), last["id"]
-            ).encode()
+            next_cursor = Cursor.after(query.sort, query.order, page[-1]).encode()
         return page, next_cursor
 
     async def get_deal(self, deal_id: uuid.UUID, visible_to: uuid.UUID | None) -> Row | None:
@@ -436,12 +352,6 @@ class Repository:
         )
         tags = (f"deal:{deal_id}", *deal_read_tags(visible_to))
         return await self._cached(sql, [deal_id, visible_to], tags, one=True)  # type: ignore[no-any-return]
-
-    async def deal_owners(self, deal_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-        rows = await self._fetch(
-            "SELECT id, owner_id FROM deals WHERE id = ANY($1::uuid[])", list(deal_ids)
-        )
-        return {r["id"]: r["owner_id"] for r in rows}
 
     async def pipeline_stats(self, owner_id: uuid.UUID | None) -> list[Row]:
         """Per stage: deal counts and values (active deals weighted by stage probability)."""
@@ -469,13 +379,16 @@ class Repository:
     ) -> tuple[Row, bool]:
         """Insert a deal; return (deal view, created).
 
-        With an ``idempotency_key``, a second insert with the same key writes nothing and
-        returns the first deal with ``created=False`` (exactly-once fallback).
+        With an ``idempotency_key``, a second insert with the same key and the same fields
+        writes nothing and returns the first deal with ``created=False`` (exactly-once
+        fallback). The same key with other fields raises
+        :class:`IdempotencyKeyReusedError`; a key of another owner's deal ConflictError.
         """
         columns = [c for c in CREATE_COLUMNS if fields.get(c) is not None]
         params = [to_db_value(c, fields[c]) for c in columns]
-        columns.append("idempotency_key")
-        params.append(idempotency_key)
+        fingerprint = request_fingerprint(fields) if idempotency_key is not None else None
+        columns += ["idempotency_key", "idempotency_fingerprint"]
+        params += [idempotency_key, fingerprint]
         placeholders = ", ".join(f"${i}" for i in range(1, len(params) + 1))
         sql = (
             f"WITH w AS (INSERT INTO deals ({', '.join(columns)}) VALUES ({placeholders}) "
@@ -487,22 +400,26 @@ class Repository:
         row = await self._fetchrow(sql, *params)
         created = row is not None
         if row is None:
-            row = await self._fetchrow(
-                _DEAL_VIEW_SELECT
-                + "FROM deals d "
-                + _DEAL_VIEW_JOINS
-                + "WHERE d.idempotency_key = $1",
-                idempotency_key,
-            )
-            if row is None:  # pragma: no cover - the conflicting row vanished meanwhile
+            assert idempotency_key is not None  # only a key can conflict
+            found = await self.find_by_idempotency_key(idempotency_key)
+            if found is None:  # pragma: no cover - the conflicting row vanished meanwhile
                 raise ConflictError("the deal was deleted while it was being created")
-            if str(row["owner_id"]) != str(fields.get("owner_id")):
-                # A key names one deal of one owner; never hand back somebody else's.
-                raise ConflictError("this Idempotency-Key was already used for another deal")
+            row = check_replay(found, fields)
         # Also when not created here: the row may have been written by another process
         # (the edge upstream) whose write this process's caches never saw.
         self.invalidate(deal_write_tags([row["owner_id"]], [row["id"]]))
         return row, created
+
+    async def find_by_idempotency_key(self, idempotency_key: str) -> Row | None:
+        """The deal created with ``idempotency_key`` (with its ``idempotency_fingerprint``),
+        or None."""
+        return await self._fetchrow(
+            _DEAL_VIEW_SELECT
+            + ", d.idempotency_fingerprint FROM deals d "
+            + _DEAL_VIEW_JOINS
+            + "WHERE d.idempotency_key = $1",
+            idempotency_key,
+        )
 
     async def update_deal(
         self,
@@ -520,7 +437,6 @@ class Repository:
         """
         columns = [c for c in UPDATE_COLUMNS if c in fields]
         async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
-            count_query()
             current = await conn.fetchrow(
                 "SELECT owner_id, stage_id, version FROM deals "
                 "WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) FOR UPDATE",
@@ -544,7 +460,6 @@ class Repository:
             if stage_changed:
                 sets.append("stage_changed_at = now()")
                 await _record_stage_change(conn, deal_id, fields["stage_id"], user_id)
-            count_query()
             row = await conn.fetchrow(
                 f"WITH w AS (UPDATE deals SET {', '.join(sets)} WHERE id = $1 RETURNING *) "
                 + _DEAL_VIEW_SELECT
@@ -584,7 +499,6 @@ class Repository:
         """
         ids = list(dict.fromkeys(deal_ids))
         async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
-            count_query()
             rows = await conn.fetch(
                 "SELECT id, owner_id, stage_id FROM deals WHERE id = ANY($1::uuid[]) "
                 "AND ($2::uuid IS NULL OR owner_id = $2) ORDER BY id FOR UPDATE",
@@ -594,14 +508,12 @@ class Repository:
             if len(rows) != len(ids):
                 return None
             if operation == "delete":
-                count_query()
                 await conn.execute("DELETE FROM deals WHERE id = ANY($1::uuid[])", ids)
             else:
                 assert stage_id is not None  # the service checks update_stage has a stage
                 moving = [r["id"] for r in rows if r["stage_id"] != stage_id]
                 for deal_id in moving:
                     await _record_stage_change(conn, deal_id, stage_id, user_id)
-                count_query()
                 await conn.execute(
                     "UPDATE deals SET stage_id = $2, version = version + 1, updated_at = now(), "
                     "stage_changed_at = CASE WHEN stage_id = $2 THEN stage_changed_at "
@@ -617,14 +529,12 @@ async def _record_stage_change(
     conn: asyncpg.Connection, deal_id: uuid.UUID, stage_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
     """Close the deal's open history row and open one for the new stage."""
-    count_query()
     await conn.execute(
         "UPDATE deal_stage_history SET exited_at = now(), "
         "duration_seconds = extract(epoch FROM now() - entered_at)::int "
         "WHERE deal_id = $1 AND exited_at IS NULL",
         deal_id,
     )
-    count_query()
     await conn.execute(
         "INSERT INTO deal_stage_history (deal_id, stage_id, user_id) VALUES ($1, $2, $3)",
         deal_id,
@@ -655,9 +565,25 @@ def _filters(query: ListQuery) -> tuple[list[str], list[Any]]:
     return where, params
 
 
-def _cursor_value(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return str(value)
+def request_fingerprint(fields: Mapping[str, Any]) -> str:
+    """A digest of the create fields as they are stored: equal fields, equal digest."""
+    canonical = {c: str(to_db_value(c, v)) for c, v in fields.items() if v is not None}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def check_replay(found: Row, fields: Mapping[str, Any]) -> Row:
+    """The first deal made with a key, if ``fields`` repeat that create; raise otherwise.
+
+    ``found`` is a row of :meth:`Repository.find_by_idempotency_key`; the fingerprint is
+    removed from the returned row.
+    """
+    row = {k: v for k, v in found.items() if k != "idempotency_fingerprint"}
+    if str(row["owner_id"]) != str(fields.get("owner_id")):
+        # A key names one deal of one owner; never hand back somebody else's.
+        raise ConflictError("this Idempotency-Key was already used for another deal")
+    if found["idempotency_fingerprint"] != request_fingerprint(fields):
+        raise IdempotencyKeyReusedError(
+            "this Idempotency-Key was already used with a different request body: "
+            "send a new key for a new deal, or repeat the first body exactly"
+        )
+    return row

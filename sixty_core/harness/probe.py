@@ -1,22 +1,30 @@
-"""Queries and auth lookups per request, per endpoint, from a running service.
+"""Statements and auth lookups per request, per endpoint, from a running service.
 
-Sends each endpoint's request ``repeats`` times as one non-admin seeded owner and reads the
-``X-Sixty-Queries`` / ``X-Sixty-Auth-Lookups`` headers of every answer. The first request
-shows the cold cost (empty caches), the later ones the steady state. Writes are made on a
-deal the probe creates itself, so probing changes no seeded row. These counts are
-deterministic for a given profile, which makes them a metric a CI gate can trust.
+Sends each endpoint's request ``repeats`` times, one at a time, as one non-admin seeded
+owner and reads the ``X-Sixty-Queries`` / ``X-Sixty-Auth-Lookups`` headers of every answer:
+statements counted on the connection where the driver sends them (``BEGIN``/``COMMIT``,
+the pool's reset on release, and a create's insert in the edge process included). The
+first request shows the cold cost (empty caches), the later ones the steady state. Writes
+are made on a deal the probe creates itself, so probing changes no seeded row.
+
+Sent one at a time in this fixed order, the counts are deterministic for a profile (no
+request can join another's cache load), which makes them a metric a CI gate can trust;
+:func:`markdown_table` renders the README's comparison from them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from sixty_core.db import workflow
 from sixty_core.errors import SixtyError
+from sixty_core.settings import Settings
 
 DEFAULT_REPEATS = 5
 
@@ -140,6 +148,32 @@ def _deal_of(body: dict[str, Any]) -> dict[str, Any]:
     return data["data"] if isinstance(body.get("error"), str) else data
 
 
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def markdown_table(results: dict[str, list[EndpointCounts]]) -> str:
+    """A Markdown table: per endpoint, each profile's first and steady statements and its
+    steady auth lookups (the README's statements table)."""
+    profiles = list(results)
+    header = ["endpoint"]
+    for profile in profiles:
+        header += [f"{profile} first", f"{profile} steady", f"{profile} auth"]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    by_profile = {p: {c.endpoint: c for c in counts} for p, counts in results.items()}
+    for endpoint in [c.endpoint for c in results[profiles[0]]]:
+        cells = [f"`{endpoint}`"]
+        for profile in profiles:
+            c = by_profile[profile][endpoint]
+            cells += [
+                str(c.first_queries),
+                _number(c.steady_queries),
+                _number(c.steady_auth_lookups),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def as_rows(results: list[EndpointCounts]) -> list[dict[str, Any]]:
     """Plain rows for a results file or a table."""
     return [
@@ -153,3 +187,26 @@ def as_rows(results: list[EndpointCounts]) -> list[dict[str, Any]]:
         }
         for r in results
     ]
+
+
+async def probe_profiles(
+    settings: Settings, profiles: Sequence[str], *, repeats: int, log: workflow.StepLog
+) -> dict[str, list[EndpointCounts]]:
+    """Seed one database (``settings``' backend), then for each profile in turn start the
+    edge and the service on it, probe them and stop them; return the counts by profile."""
+    from sixty_core.harness.servers import Supervisor
+
+    results: dict[str, list[EndpointCounts]] = {}
+    async with workflow.seeded_database(settings, log=log) as (database, report):
+        owner = next(o for o in report.owners if not o.is_admin)
+        for profile in profiles:
+            supervisor = Supervisor(database.dsn, profile, time_scale=settings.time_scale)
+            with log.step(f"probe {profile}"):
+                await asyncio.to_thread(supervisor.start)
+                try:
+                    results[profile] = await asyncio.to_thread(
+                        probe, supervisor.service_url, owner.token, owner.id, repeats=repeats
+                    )
+                finally:
+                    await asyncio.to_thread(supervisor.stop)
+    return results

@@ -1,0 +1,104 @@
+"""Per-request accounting as pure ASGI middleware: statements in, counts out in headers.
+
+:class:`RequestAccounting` opens a :class:`~sixty_core.db.recorder.Tally` for each HTTP
+request and answers with what that request cost:
+
+===================== ===================================================================
+``X-Sixty-Queries``   statements sent to Postgres on this request's behalf, counted on the
+                      connection (BEGIN/COMMIT and the pool's reset included), plus those
+                      the edge upstream reported for it
+``X-Sixty-Auth-Lookups`` session/user lookups made (each one costs statements above)
+``X-Sixty-Joined-Loads`` cache loads this request waited for instead of running: their
+                      statements are counted for the request that started them
+===================== ===================================================================
+
+The headers are written when the response starts, after :func:`settle` (asyncpg counts a
+statement one loop turn after it completes). When the request is done, the optional
+``on_done`` callback gets the final tally, for per-endpoint totals and the request log.
+Used by the deal service and by the edge upstream alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sixty_core.db.recorder import Tally, recording, settle
+
+QUERIES_HEADER = b"x-sixty-queries"
+AUTH_LOOKUPS_HEADER = b"x-sixty-auth-lookups"
+JOINED_LOADS_HEADER = b"x-sixty-joined-loads"
+
+
+@dataclass(frozen=True, slots=True)
+class Accounted:
+    """One finished request as ``on_done`` sees it."""
+
+    scope: Scope
+    status: int
+    tally: Tally
+    duration_ms: float
+    body: bytes
+
+
+class RequestAccounting:
+    """Pure ASGI middleware: count each request's statements and answer them in headers.
+
+    ``capture_body`` keeps up to that many bytes of the request body for ``on_done``
+    (0 keeps none).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        on_done: Callable[[Accounted], None] | None = None,
+        capture_body: int = 0,
+    ) -> None:
+        self.app = app
+        self._on_done = on_done
+        self._capture = capture_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+        body = bytearray()
+        capture = self._capture
+
+        async def receive_captured() -> Message:
+            message = await receive()
+            if capture and message["type"] == "http.request" and len(body) < capture:
+                body.extend(message.get("body", b"")[: capture - len(body)])
+            return message
+
+        with recording() as tally:
+
+            async def send_counted(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    await settle()
+                    headers = list(message.get("headers", []))
+                    headers.append((QUERIES_HEADER, str(tally.statements).encode()))
+                    headers.append((AUTH_LOOKUPS_HEADER, str(tally.auth_lookups).encode()))
+                    headers.append((JOINED_LOADS_HEADER, str(tally.joined_loads).encode()))
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            try:
+                await self.app(scope, receive_captured if capture else receive, send_counted)
+            finally:
+                if self._on_done is not None:
+                    # A second cancellation here must not cost the accounting.
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await settle()
+                    duration_ms = (time.perf_counter() - started) * 1000
+                    self._on_done(Accounted(scope, status, tally, duration_ms, bytes(body)))
