@@ -25,6 +25,7 @@ from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, connect, provision
 from sixty_core.db.seed import SeedReport, seed
 from sixty_core.errors import SixtyError
+from sixty_core.faults import TEST_FAULTS
 from sixty_core.settings import DB_BACKENDS, DEFAULT_SEED, DEFAULT_SEED_SCALE, Settings
 from sixty_core.types import Environ
 
@@ -165,22 +166,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TOKENS_FILE,
         help=f"where to write the bearer tokens (default {DEFAULT_TOKENS_FILE})",
     )
+    serve.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the service's and edge's log files (default: removed on exit)",
+    )
+    serve.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        choices=sorted(TEST_FAULTS),
+        help="switch on a named test fault (repeatable): "
+        + "; ".join(f"{name}: {text}" for name, text in TEST_FAULTS.items())
+        + "; env SIXTY_TEST_FAULTS",
+    )
     probe = commands.add_parser(
         "probe",
-        help="queries and auth lookups per request, per endpoint, of a running service",
-        description="Send each endpoint's request a few times as a seeded non-admin owner and "
-        "print the statements and auth lookups each answer reports "
-        "(X-Sixty-Queries, X-Sixty-Auth-Lookups). Creates its own deals.",
+        help="statements and auth lookups per request, per endpoint (a running service, "
+        "or legacy vs optimized side by side)",
+        description="Send each endpoint's request a few times, one at a time, as a seeded "
+        "non-admin owner and print the statements and auth lookups each answer reports "
+        "(X-Sixty-Queries, X-Sixty-Auth-Lookups), counted where the driver sends them. "
+        "With --url, probe that service; without it, start each of --profiles in turn on "
+        "an embedded Postgres and print them side by side (--markdown gives the README's "
+        "table). Creates its own deals and deletes all but one.",
     )
-    probe.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    probe.add_argument("--url", default=None, help="a running service, e.g. http://127.0.0.1:8000")
+    probe.add_argument(
+        "--profiles",
+        default="legacy,optimized",
+        help="without --url: the profiles to compare, comma-separated (default legacy,optimized)",
+    )
+    add_db_flags(probe)
     probe.add_argument(
         "--tokens-file",
         type=Path,
         default=DEFAULT_TOKENS_FILE,
-        help=f"tokens written by sixty serve (default {DEFAULT_TOKENS_FILE})",
+        help=f"with --url: tokens written by sixty serve (default {DEFAULT_TOKENS_FILE})",
     )
     probe.add_argument("--repeats", type=int, default=5, help="requests per endpoint")
-    probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output = probe.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output.add_argument(
+        "--markdown", action="store_true", help="print a Markdown table (the README's)"
+    )
     return parser
 
 
@@ -215,6 +245,7 @@ def _settings(args: argparse.Namespace, env: Environ) -> Settings:
         edge_failure_rate=getattr(args, "edge_failure_rate", None),
         edge_hang_probability=getattr(args, "edge_hang_probability", None),
         edge_latency_ms=getattr(args, "edge_latency_ms", None),
+        test_faults=frozenset(getattr(args, "inject", None) or ()) or None,
     )
 
 
@@ -222,6 +253,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, out: Console) 
     if args.command == "serve":
         return await _serve(args, settings, out)
     if args.command == "probe":
+        if args.url is None:
+            return await _probe_profiles(args, settings, out)
         return await asyncio.to_thread(_probe, args, out)
     if args.db_command == "check":
         return await _db_check(settings, out)
@@ -389,6 +422,8 @@ async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> 
             port=args.port,
             edge_port=args.edge_port,
             edge=edge,
+            keep_logs=args.keep_logs,
+            test_faults=settings.test_faults,
         )
         with log.step("start servers"):
             await asyncio.to_thread(supervisor.start)
@@ -410,7 +445,10 @@ async def _serve(args: argparse.Namespace, settings: Settings, out: Console) -> 
                 f"{settings.seed} at scale {settings.seed_scale} (pass the --seed and "
                 "--seed-scale it was seeded with, or seed it: `sixty db seed --dsn ...`)"
             )
-        out.print(f"  logs:    {supervisor.log_dir}")
+        if settings.test_faults:
+            out.print(f"  faults:  {', '.join(sorted(settings.test_faults))} (test faults on)")
+        kept = "kept" if args.keep_logs else "removed on exit; --keep-logs keeps them"
+        out.print(f"  logs:    {supervisor.log_dir} ({kept})")
         owner_token = _first_non_admin(tokens_file) if tokens_file is not None else None
         if owner_token is not None:
             out.print(f"  try:     export TOKEN={owner_token}")
@@ -454,11 +492,55 @@ def _probe(args: argparse.Namespace, out: Console) -> int:
             f"{r['steady_auth_lookups']:.1f}",
         )
     out.print(table)
-    out.print(
-        "statements the service sent to Postgres per request, auth lookups included; "
-        "first = cold caches, steady = mean of the rest. A create served by the edge "
-        "upstream is written by the edge process, not counted here."
+    out.print(PROBE_LEGEND)
+    return 0
+
+
+PROBE_LEGEND = (
+    "statements sent to Postgres per request, counted on the connection (BEGIN/COMMIT, the "
+    "pool's reset and auth lookups included; a create adds the edge process's insert); "
+    "first = cold caches, steady = mean of the rest; one request at a time."
+)
+
+
+async def _probe_profiles(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from sixty_core.harness.probe import as_rows, markdown_table, probe_profiles
+    from sixty_core.profiles import resolve_profile
+
+    if not 1 <= args.repeats <= 1000:
+        raise SixtyError(f"--repeats must be between 1 and 1000, got {args.repeats}")
+    profiles = [resolve_profile(p).name for p in args.profiles.split(",") if p.strip()]
+    if not profiles:
+        raise SixtyError("--profiles names no profile: e.g. --profiles legacy,optimized")
+    quiet = args.json or args.markdown
+    log = workflow.StepLog(
+        on_step=None if quiet else lambda name, s: out.print(f"  [green]✓[/] {name:<22} {s:6.1f} s")
     )
+    with _stop_on_signals():
+        results = await probe_profiles(settings, profiles, repeats=args.repeats, log=log)
+    if args.json:
+        out.print_json(json.dumps({p: as_rows(r) for p, r in results.items()}))
+    elif args.markdown:
+        out.print(markdown_table(results), end="", markup=False)
+    else:
+        table = Table(title="statements per request, side by side", show_edge=False)
+        table.add_column("endpoint", no_wrap=True)
+        for profile in profiles:
+            for column in ("first", "steady", "auth"):
+                table.add_column(f"{profile} {column}", justify="right")
+        by_profile = {p: {c.endpoint: c for c in r} for p, r in results.items()}
+        for endpoint in by_profile[profiles[0]]:
+            cells = [endpoint]
+            for profile in profiles:
+                c = by_profile[profile][endpoint]
+                cells += [
+                    str(c.first_queries),
+                    f"{c.steady_queries:g}",
+                    f"{c.steady_auth_lookups:g}",
+                ]
+            table.add_row(*cells)
+        out.print(table)
+        out.print(PROBE_LEGEND)
     return 0
 
 

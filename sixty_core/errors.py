@@ -51,6 +51,26 @@ class ConflictError(SixtyError):
     """The write conflicts with the current state (duplicate, concurrent change)."""
 
 
+class IdempotencyKeyReusedError(SixtyError):
+    """An Idempotency-Key came back with a request body other than the one it was made for."""
+
+
+class TooManyRequestsError(SixtyError):
+    """The caller holds too many of a bounded resource (e.g. open event streams)."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimeoutError(SixtyError):
+    """The client did not send its whole request body in time."""
+
+
+class ClientDisconnectedError(SixtyError):
+    """The client went away before its request was read; nobody is left to answer."""
+
+
 class OverloadedError(SixtyError):
     """The service sheds load: too many requests are waiting for a connection."""
 

@@ -3,10 +3,13 @@
 One dedicated connection (never a pooled one: LISTEN is session state) listens on the
 ``deal_changes`` channel, which a trigger notifies on every committed insert, update and
 delete of a deal. Each subscriber's listener filters by owner (admins see all) and puts the
-event on its own queue. Listeners are registered through a memory-manager scope; whether
-they are removed when the client disconnects depends on the scope's tracking, so the
-legacy profile leaks them exactly as the original's feed did. With ``bounded_queues`` a
-slow or dead subscriber's queue drops its oldest events instead of growing without end.
+event on its own queue. A subscription is an explicit pair, :meth:`DealFeed.subscribe` and
+:meth:`DealFeed.unsubscribe`, and the stream calls both in every profile: the original
+removed its realtime channels on unmount (ORIGINAL_SYSTEM.md §2.1, last bullet), so legacy
+does not leak them either. The listener is also registered through the client's
+memory-manager scope, so with resource tracking a stream that dies without unsubscribing
+is still cleaned up. With ``bounded_queues`` a slow or dead subscriber's queue drops its
+oldest events instead of growing without end.
 
 If the listening connection dies, it is re-opened with exponential backoff (capped), in a
 named background task that :meth:`DealFeed.close` cancels.
@@ -20,6 +23,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -31,6 +35,14 @@ logger = logging.getLogger(__name__)
 CHANNEL = "deal_changes"
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_RECONNECT_MAX_S = 10.0
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One subscriber: the queue its events arrive on, and its listener."""
+
+    queue: asyncio.Queue[dict[str, Any]]
+    listener: Callable[[dict[str, Any]], None]
 
 
 class DealFeed:
@@ -95,17 +107,27 @@ class DealFeed:
         self.registry.notify(event)
 
     def subscribe(
-        self, scope: ComponentScope, owner_id: uuid.UUID | None
-    ) -> asyncio.Queue[dict[str, Any]]:
-        """Register a listener for ``owner_id``'s deals (None: all) in ``scope``; return
-        the queue its events arrive on. Closing the scope removes the listener (when the
-        scope tracks resources)."""
+        self, owner_id: uuid.UUID | None, *, scope: ComponentScope | None
+    ) -> Subscription:
+        """Start delivering ``owner_id``'s deal changes (None: all) to a new queue.
+
+        The listener is registered through ``scope`` (None registers it directly, as an
+        untracked resource only the ``feed_listener_leak`` test fault uses).
+        """
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(
             maxsize=self._queue_size if self._bounded else 0
         )
         wanted = str(owner_id) if owner_id is not None else None
-        scope.add_listener(self.registry, self._listener(queue, wanted))
-        return queue
+        listener = self._listener(queue, wanted)
+        if scope is None:
+            self.registry.add_listener(listener)
+        else:
+            scope.add_listener(self.registry, listener)
+        return Subscription(queue, listener)
+
+    def unsubscribe(self, subscription: Subscription, *, scope: ComponentScope) -> bool:
+        """Stop delivering to ``subscription``; False if it was not registered via ``scope``."""
+        return scope.remove_listener(self.registry, subscription.listener)
 
     def _listener(
         self, queue: asyncio.Queue[dict[str, Any]], wanted: str | None

@@ -1,4 +1,4 @@
-"""The memory manager: component scopes that own resources, RSS sampling, cleanup, request logs.
+"""The memory manager: component scopes that own resources, RSS sampling, cleanup.
 
 A component (a feed client, a session's performance monitor) opens a
 :class:`ComponentScope` and registers everything it holds through it: tasks, one-shot and
@@ -23,7 +23,9 @@ Stats (:meth:`MemoryManager.get_stats`):
 key                        meaning
 ========================== ===============================================================
 ``rss_mb``                 RSS at the last sample (0.0 before the first)
-``peak_rss_mb``            highest sampled RSS
+``peak_rss_mb``            peak RSS: the kernel's ``VmHWM`` (every page ever resident at
+                           once, not just at sample times); the highest sample where the
+                           kernel does not report it or ``peak_reader`` is None
 ``level``                  ``normal`` / ``warning`` / ``critical`` at the last sample
 ``trend``                  ``increasing`` / ``decreasing`` / ``stable`` / ``unknown``
 ``trend_mb_per_s``         least-squares RSS slope over the window (None when unknown)
@@ -57,8 +59,7 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psutil
 
@@ -83,7 +84,6 @@ DEFAULT_TREND_THRESHOLD_MB_PER_S = 0.1
 DEFAULT_CLEANUP_COOLDOWN_S = 30.0
 #: How long ``ComponentScope.close`` waits for its cancelled tasks to finish.
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
-DEFAULT_REQUEST_LOG_MAXLEN = 1000
 
 Level = Literal["normal", "warning", "critical"]
 Trend = Literal["increasing", "decreasing", "stable", "unknown"]
@@ -96,6 +96,19 @@ def process_rss_bytes() -> int:
     """The resident set size of the current process, in bytes (psutil)."""
     # A fresh Process each call is fork-safe and costs two small /proc reads.
     return int(psutil.Process().memory_info().rss)
+
+
+def process_peak_rss_bytes() -> int | None:
+    """The kernel's high-water mark of this process's RSS (``VmHWM`` in
+    ``/proc/self/status``), in bytes; None where the kernel does not report it."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class ListenerRegistry:
@@ -411,6 +424,7 @@ class MemoryManager:
         warning_mb: float = DEFAULT_WARNING_MB,
         critical_mb: float = DEFAULT_CRITICAL_MB,
         rss_reader: Callable[[], int] = process_rss_bytes,
+        peak_reader: Callable[[], int | None] | None = process_peak_rss_bytes,
         clock: Clock = time.monotonic,
         trend_window: int = DEFAULT_TREND_WINDOW,
         trend_threshold_mb_per_s: float = DEFAULT_TREND_THRESHOLD_MB_PER_S,
@@ -433,6 +447,7 @@ class MemoryManager:
         self.warning_mb = warning_mb
         self.critical_mb = critical_mb
         self._rss_reader = rss_reader
+        self._peak_reader = peak_reader
         self._clock = clock
         self._trend_threshold = trend_threshold_mb_per_s
         self._cooldown_s = cleanup_cooldown_s
@@ -515,6 +530,11 @@ class MemoryManager:
         if self._level == "critical":
             self.run_cleanup_hooks()
         return mb
+
+    def peak_rss_mb(self) -> float:
+        """Peak RSS in MB: ``VmHWM`` read now, or the highest sample (see the stats table)."""
+        peak = self._peak_reader() if self._peak_reader is not None else None
+        return max(self._peak_mb, peak / MB) if peak is not None else self._peak_mb
 
     def _level_for(self, mb: float) -> Level:
         if mb >= self.critical_mb:
@@ -663,7 +683,7 @@ class MemoryManager:
         slope = self.trend_slope_mb_per_s()
         return {
             "rss_mb": self._rss_mb,
-            "peak_rss_mb": self._peak_mb,
+            "peak_rss_mb": self.peak_rss_mb(),
             "level": self._level,
             "trend": self.trend(),
             "trend_mb_per_s": slope,
@@ -680,104 +700,3 @@ class MemoryManager:
             **{key: sum(p[key] for p in per.values()) for key in keys},
             "components": per,
         }
-
-
-# -- request logs ---------------------------------------------------------------------
-
-
-class RequestLog(Protocol):
-    """Where the API records each request it served."""
-
-    def record(
-        self, method: str, path: str, status: int, duration_ms: float, payload: bytes | None
-    ) -> None: ...
-
-    def __len__(self) -> int: ...
-
-    def retained_bytes(self) -> int:
-        """Estimated bytes the log keeps alive (``sys.getsizeof`` of entries and fields)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedRequest:
-    """A request as the legacy log keeps it: with its whole payload."""
-
-    method: str
-    path: str
-    status: int
-    duration_ms: float
-    payload: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class RequestSummary:
-    """A request as the bounded log keeps it: the payload's size, not the payload."""
-
-    method: str
-    path: str
-    status: int
-    duration_ms: float
-    payload_bytes: int
-
-
-def _entry_size(entry: LoggedRequest | RequestSummary) -> int:
-    # Shallow sizes of the entry and the fields it alone keeps alive; ints, floats and
-    # interned method strings are shared, so counting them would overstate.
-    size = sys.getsizeof(entry) + sys.getsizeof(entry.path)
-    if isinstance(entry, LoggedRequest) and entry.payload is not None:
-        size += sys.getsizeof(entry.payload)
-    return size
-
-
-class UnboundedRequestLog:
-    """The legacy request log: every request with its whole payload, forever (the leak)."""
-
-    def __init__(self) -> None:
-        self._entries: list[LoggedRequest] = []
-        self._bytes = 0
-
-    def record(
-        self, method: str, path: str, status: int, duration_ms: float, payload: bytes | None
-    ) -> None:
-        entry = LoggedRequest(method, path, status, duration_ms, payload)
-        self._entries.append(entry)
-        self._bytes += _entry_size(entry)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def retained_bytes(self) -> int:
-        return self._bytes
-
-
-class BoundedRequestLog:
-    """The last ``maxlen`` requests as small summaries; older ones fall off."""
-
-    def __init__(self, *, maxlen: int = DEFAULT_REQUEST_LOG_MAXLEN) -> None:
-        if maxlen < 1:
-            raise ValueError(f"maxlen must be >= 1, got {maxlen}")
-        self._entries: deque[tuple[RequestSummary, int]] = deque(maxlen=maxlen)
-        self._bytes = 0
-
-    def record(
-        self, method: str, path: str, status: int, duration_ms: float, payload: bytes | None
-    ) -> None:
-        entry = RequestSummary(
-            method, path, status, duration_ms, len(payload) if payload is not None else 0
-        )
-        size = _entry_size(entry)
-        if len(self._entries) == self._entries.maxlen:
-            self._bytes -= self._entries[0][1]  # about to fall off the left
-        self._entries.append((entry, size))
-        self._bytes += size
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def retained_bytes(self) -> int:
-        return self._bytes
-
-    def summaries(self) -> list[RequestSummary]:
-        """The kept summaries, oldest first."""
-        return [entry for entry, _ in self._entries]

@@ -1,9 +1,10 @@
 """The deal service: the rules of every deal operation, per profile. No SQL, no HTTP.
 
 Profile differences live in strategy objects chosen when the app is built
-(:mod:`sixty_core.app_state`): how lists are read (:class:`UnboundedLists` vs
+(:mod:`sixty_core.api.components`): how lists are read (:class:`UnboundedLists` vs
 :class:`BoundedLists`) and how deals are created (:class:`LegacyCreate` vs
-:class:`RobustCreate`); the :class:`DealService` methods never look at flags.
+:class:`RobustCreate`); the :class:`DealService` methods never look at flags. Each legacy
+behaviour names the section of ORIGINAL_SYSTEM.md it reproduces.
 
 Tenant isolation is enforced here for every operation: a non-admin sees and changes only
 their own deals; another owner's deal is reported as not found (its existence is not
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -22,7 +23,8 @@ from typing import Any, Protocol
 import msgspec
 
 from sixty_core.auth import User
-from sixty_core.db.repository import ListQuery, Repository, deal_write_tags
+from sixty_core.db.repository import Repository, check_replay, deal_write_tags
+from sixty_core.edge.client import LegacyEdgeClient, OptimizedEdgeClient
 from sixty_core.errors import (
     ForbiddenError,
     NotFoundError,
@@ -30,6 +32,7 @@ from sixty_core.errors import (
     UpstreamError,
     ValidationError,
 )
+from sixty_core.listing import ListQuery
 from sixty_core.models import (
     BulkRequest,
     DealCreate,
@@ -47,7 +50,7 @@ REQUIRED_CREATE_FIELDS = ("name", "company", "owner_id")
 class DealPage:
     """A list result: the deals, and the cursor of the next page (None when done)."""
 
-    deals: list[Row]
+    deals: Sequence[Row]
     next_cursor: str | None
 
 
@@ -57,18 +60,15 @@ class CreatedDeal:
 
     ``degraded``: the edge upstream failed and the fallback insert served the request.
     ``legacy_envelope``: answer in the original's broken shape
-    ``{data: {data: deal}, error: "Deal created successfully"}``.
+    ``{data: {data: deal}, error: "Deal created successfully"}`` (ORIGINAL_SYSTEM.md §3.6).
+    ``replayed``: the caller's Idempotency-Key had already created this deal; nothing was
+    written.
     """
 
     deal: Row
     degraded: bool
     legacy_envelope: bool
-
-
-class EdgeCreator(Protocol):
-    """The part of an edge client a create strategy uses (see :mod:`sixty_core.edge`)."""
-
-    def get_stats(self) -> dict[str, Any]: ...
+    replayed: bool = False
 
 
 # --- list strategies ---------------------------------------------------------------------
@@ -80,9 +80,10 @@ class ListStrategy(Protocol):
 
 class UnboundedLists:
     """Legacy: ``SELECT *`` of every visible deal, no limit, no joins; stage and company
-    names filled in afterwards from separate lookups, as the original's fallbacks did."""
+    names filled in afterwards from separate lookups, as the original's fallbacks did
+    (ORIGINAL_SYSTEM.md §2.1 "Fetch path" and "Post-processing")."""
 
-    def __init__(self, repository: Repository, static: StaticData, *, today: Any = None) -> None:
+    def __init__(self, repository: Repository, static: StaticData) -> None:
         self._repo = repository
         self._static = static
 
@@ -125,7 +126,7 @@ class CreateStrategy(Protocol):
     def get_stats(self) -> dict[str, Any]: ...
 
 
-def _default_stage(stages: list[Row]) -> Any:
+def _default_stage(stages: Sequence[Row]) -> Any:
     """The original DealWizard's default: the first 'opportunity' or 'lead' stage, else the
     first stage."""
     for stage in stages:
@@ -147,17 +148,24 @@ def _check_owner(user: User, owner_id: Any) -> None:
 
 
 class _CreateBase:
-    def __init__(self, edge: Any, repository: Repository, static: StaticData) -> None:
-        self._edge = edge
+    def __init__(
+        self,
+        edge: LegacyEdgeClient | OptimizedEdgeClient,
+        repository: Repository,
+        static: StaticData,
+    ) -> None:
+        self._edge: LegacyEdgeClient | OptimizedEdgeClient = edge
         self._repo = repository
         self._static = static
         self.fallbacks = 0
         self.creates = 0
+        self.replays = 0
 
     def get_stats(self) -> dict[str, Any]:
         return {
             "creates": self.creates,
             "create_fallbacks": self.fallbacks,
+            "create_replays": self.replays,
             **self._edge.get_stats(),
         }
 
@@ -167,10 +175,15 @@ class _CreateBase:
 
 
 class LegacyCreate(_CreateBase):
-    """The original create: the edge with ``fetchWithRetry`` (4 attempts, 1-2-4-8 s waits
-    times ``time_scale``), then a fallback insert with no idempotency; answered in the
-    original's shape. Only a missing ``name`` is refused, as the original dev server did;
-    ``company`` defaults to the name and ``owner_id`` to the caller."""
+    """The original create (ORIGINAL_SYSTEM.md §2.1 "Mutations", §4.3, §4.4): the edge with
+    the mutation retry policy (``maxRetries 1``: 2 attempts, waits of 1 s then 2 s times
+    ``time_scale``), then a fallback insert with no idempotency; answered in the original's
+    shape. Only a missing ``name`` is refused, as the original dev server did; ``company``
+    defaults to the name and ``owner_id`` to the caller (§4.4)."""
+
+    def __init__(self, edge: LegacyEdgeClient, repository: Repository, static: StaticData):
+        super().__init__(edge, repository, static)
+        self._legacy_edge = edge
 
     async def create(
         self, user: User, body: DealCreate, *, idempotency_key: str | None
@@ -185,7 +198,7 @@ class LegacyCreate(_CreateBase):
         if "stage_id" not in fields:
             fields["stage_id"] = _default_stage(await self._static.stages())
         try:
-            deal = await self._edge.create_deal(fields)
+            deal = await self._legacy_edge.create_deal(fields)
             self._invalidate_after_edge_write(deal)
             degraded = False
         except SixtyError:
@@ -197,7 +210,15 @@ class LegacyCreate(_CreateBase):
 
 class RobustCreate(_CreateBase):
     """The fixed create: validate, one edge attempt + one retry under a deadline behind a
-    breaker, then a fallback insert with the same idempotency key (exactly once)."""
+    breaker, then a fallback insert with the same idempotency key (exactly once).
+
+    A caller's ``Idempotency-Key`` is looked up first: a repeat of the same body answers the
+    first deal (``replayed``) without calling the edge; the same key with another body is
+    refused (:class:`~sixty_core.errors.IdempotencyKeyReusedError`, 422)."""
+
+    def __init__(self, edge: OptimizedEdgeClient, repository: Repository, static: StaticData):
+        super().__init__(edge, repository, static)
+        self._robust_edge = edge
 
     async def create(
         self, user: User, body: DealCreate, *, idempotency_key: str | None
@@ -216,12 +237,18 @@ class RobustCreate(_CreateBase):
             raise ValidationError(f"stage_id {fields['stage_id']} is not a deal stage")
         # Keys are scoped to the caller: another user's key names another deal, never theirs.
         key = f"{user.id}:{idempotency_key or uuid.uuid4()}"
+        if idempotency_key is not None:
+            found = await self._repo.find_by_idempotency_key(key)
+            if found is not None:
+                self.replays += 1
+                deal = check_replay(found, fields)
+                return CreatedDeal(deal, degraded=False, legacy_envelope=False, replayed=True)
         try:
-            deal = await self._edge.create_deal(fields, key)
+            deal = await self._robust_edge.create_deal(fields, key)
             self._invalidate_after_edge_write(deal)
             return CreatedDeal(deal, degraded=False, legacy_envelope=False)
         except UpstreamError:
-            # Only an upstream failure falls back; a refused deal (400/409) is passed on.
+            # Only an upstream failure falls back; a refused deal (400/409/422) is passed on.
             self.fallbacks += 1
             deal, _ = await self._repo.insert_deal(fields, idempotency_key=key)
             return CreatedDeal(deal, degraded=True, legacy_envelope=False)
@@ -340,13 +367,13 @@ class DealService:
             },
         }
 
-    async def stages(self) -> list[Row]:
+    async def stages(self) -> Sequence[Row]:
         return await self._static.stages()
 
-    async def owners(self) -> list[Row]:
+    async def owners(self) -> Sequence[Row]:
         return await self._static.owners()
 
-    async def companies(self, *, search: str | None, limit: int) -> list[Row]:
+    async def companies(self, *, search: str | None, limit: int) -> Sequence[Row]:
         rows = await self._static.companies()
         if search:
             needle = search.lower()

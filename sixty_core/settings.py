@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from sixty_core.errors import ConfigError
+from sixty_core.faults import parse_faults
 from sixty_core.types import Environ
 
 DB_BACKENDS = ("embedded", "container", "url")
@@ -31,6 +32,10 @@ DEFAULT_SESSION_MONITOR_PERIOD_S = 10.0
 DEFAULT_MEMORY_SAMPLE_INTERVAL_S = 5.0
 #: With resource_tracking, monitors of at most this many sessions live at once (LRU).
 DEFAULT_MAX_MONITORED_SESSIONS = 1024
+#: Open event streams one user may hold at once; the next is refused with 429.
+DEFAULT_MAX_STREAMS_PER_USER = 10
+#: How long a route waits for the whole request body before answering 408.
+DEFAULT_BODY_READ_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +43,8 @@ class Settings:
     """Every knob of sixty_core, with its default visible here.
 
     Environment variables (all optional): ``SIXTY_DB``, ``SIXTY_DATABASE_URL``,
-    ``SIXTY_PG_IMAGE``, ``SIXTY_DOCKER_NETWORK``, ``SIXTY_EDGE_URL``, and the numbers in
+    ``SIXTY_PG_IMAGE``, ``SIXTY_DOCKER_NETWORK``, ``SIXTY_EDGE_URL``, ``SIXTY_TEST_FAULTS``
+    (comma-separated names from :mod:`sixty_core.faults`), and the numbers in
     :data:`NUMERIC_ENV` (``SIXTY_TIME_SCALE``, ``SIXTY_EDGE_FAILURE_RATE``, ...).
 
     The edge faults (``edge_failure_rate``, ``edge_hang_probability``, ``edge_latency_ms``)
@@ -65,7 +71,10 @@ class Settings:
     session_monitor_period_s: float = DEFAULT_SESSION_MONITOR_PERIOD_S
     memory_sample_interval_s: float = DEFAULT_MEMORY_SAMPLE_INTERVAL_S
     max_monitored_sessions: int = DEFAULT_MAX_MONITORED_SESSIONS
+    max_streams_per_user: int = DEFAULT_MAX_STREAMS_PER_USER
+    body_read_timeout_s: float = DEFAULT_BODY_READ_TIMEOUT_S
     application_name: str = "sixty"
+    test_faults: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.db_backend not in DB_BACKENDS:
@@ -98,6 +107,13 @@ class Settings:
             raise ConfigError(
                 f"max monitored sessions must be >= 1, got {self.max_monitored_sessions}"
             )
+        if self.max_streams_per_user < 1:
+            raise ConfigError(f"max streams per user must be >= 1, got {self.max_streams_per_user}")
+        if not (math.isfinite(self.body_read_timeout_s) and self.body_read_timeout_s > 0):
+            raise ConfigError(
+                f"body read timeout must be a finite number > 0 s, got {self.body_read_timeout_s}"
+            )
+        object.__setattr__(self, "test_faults", parse_faults(self.test_faults))
 
     @classmethod
     def from_env(cls, environ: Environ, **overrides: object) -> Settings:
@@ -117,6 +133,8 @@ class Settings:
             values["docker_network"] = environ["SIXTY_DOCKER_NETWORK"]
         if environ.get("SIXTY_EDGE_URL"):
             values["edge_url"] = environ["SIXTY_EDGE_URL"]
+        if environ.get("SIXTY_TEST_FAULTS"):
+            values["test_faults"] = parse_faults(environ["SIXTY_TEST_FAULTS"])
         for env_name, field_name in NUMERIC_ENV.items():
             if environ.get(env_name):
                 values[field_name] = _parse_float(env_name, environ[env_name])

@@ -1,13 +1,18 @@
 """Static data (stages, owners, companies): queried every time, or cached.
 
 ``static_cache`` off (legacy): every request that needs stages, owners or companies
-queries them, as the original's hooks did. On (optimized): an LRU+TTL cache with stages
-1 h and owners/companies 15 min (the namespaces' TTLs in :mod:`sixty_core.cache`),
-preloaded at start, loaded single-flight, invalidated by writes to those tables.
+queries them, as the original's hooks did (ORIGINAL_SYSTEM.md §2.1 "Stages": no caching).
+On (optimized): an LRU+TTL cache with stages 1 h and owners/companies 15 min (the
+namespaces' TTLs in :mod:`sixty_core.cache`, after §1.8), preloaded at start, loaded
+single-flight. The service has no endpoint that writes these tables, so nothing here
+invalidates them: a change made elsewhere (a migration, an admin's SQL) shows once its TTL
+runs out. Entries are tagged ``table:<name>`` so a future write path can drop them with
+``Cache.invalidate_tags``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from sixty_core.cache import Cache
@@ -18,15 +23,13 @@ from sixty_core.types import Row
 class StaticData(Protocol):
     """Where the service gets stages, owners and companies."""
 
-    async def stages(self) -> list[Row]: ...
+    async def stages(self) -> Sequence[Row]: ...
 
-    async def owners(self) -> list[Row]: ...
+    async def owners(self) -> Sequence[Row]: ...
 
-    async def companies(self) -> list[Row]: ...
+    async def companies(self) -> Sequence[Row]: ...
 
     async def preload(self) -> None: ...
-
-    def invalidate(self, table: str) -> None: ...
 
 
 class DirectStaticData:
@@ -35,19 +38,16 @@ class DirectStaticData:
     def __init__(self, repository: Repository) -> None:
         self._repo = repository
 
-    async def stages(self) -> list[Row]:
+    async def stages(self) -> Sequence[Row]:
         return await self._repo.list_stages()
 
-    async def owners(self) -> list[Row]:
+    async def owners(self) -> Sequence[Row]:
         return await self._repo.list_owners()
 
-    async def companies(self) -> list[Row]:
+    async def companies(self) -> Sequence[Row]:
         return await self._repo.list_companies()
 
     async def preload(self) -> None:
-        return None
-
-    def invalidate(self, table: str) -> None:
         return None
 
 
@@ -61,20 +61,20 @@ class CachedStaticData:
         self._repo = repository
         self._cache = cache
 
-    async def stages(self) -> list[Row]:
-        rows: list[Row] = await self._cache.get_or_load(
+    async def stages(self) -> Sequence[Row]:
+        rows: Sequence[Row] = await self._cache.get_or_load(
             "stages", self._KEY, self._repo.list_stages, tags=("table:deal_stages",)
         )
         return rows
 
-    async def owners(self) -> list[Row]:
-        rows: list[Row] = await self._cache.get_or_load(
+    async def owners(self) -> Sequence[Row]:
+        rows: Sequence[Row] = await self._cache.get_or_load(
             "owners", self._KEY, self._repo.list_owners, tags=("table:profiles",)
         )
         return rows
 
-    async def companies(self) -> list[Row]:
-        rows: list[Row] = await self._cache.get_or_load(
+    async def companies(self) -> Sequence[Row]:
+        rows: Sequence[Row] = await self._cache.get_or_load(
             "companies", self._KEY, self._repo.list_companies, tags=("table:companies",)
         )
         return rows
@@ -84,7 +84,3 @@ class CachedStaticData:
         await self.stages()
         await self.owners()
         await self.companies()
-
-    def invalidate(self, table: str) -> None:
-        """Drop what a write to ``table`` made stale."""
-        self._cache.invalidate_tags(f"table:{table}")

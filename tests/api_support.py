@@ -17,7 +17,7 @@ from sixty_core.api import create_app
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
 from sixty_core.db.repository import Repository
 from sixty_core.db.seed import SeedOwner, generate
-from sixty_core.edge import EdgeFaults, create_edge_app
+from sixty_core.edge.upstream import EdgeFaults, create_edge_app
 from sixty_core.harness.servers import make_edge_writer
 from sixty_core.profiles import Profile, resolve_profile
 from sixty_core.settings import Settings

@@ -18,6 +18,7 @@ import pytest_asyncio
 import uvicorn
 from starlette.types import ASGIApp
 
+from sixty_core.api.server import service_config
 from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, connect, provision
 from sixty_core.db.seed import seed
@@ -113,11 +114,8 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[str]]]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, lifespan=lifespan, ws="none", access_log=False, log_level="warning"
-        )
-        config.timeout_graceful_shutdown = 2
-        server = _QuietServer(config)
+        # The service's own configuration: httptools with the request-head bounds.
+        server = _QuietServer(service_config(app, lifespan=lifespan, timeout_graceful_shutdown=2))
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"test-server-{port}")
         running.append((server, task))
         async with asyncio.timeout(10):

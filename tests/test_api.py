@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -365,11 +366,36 @@ async def test_static_endpoints(api: Api) -> None:
     assert companies["count"] == 3
 
 
-async def test_health_metrics_and_openapi(api: Api) -> None:
-    """Health (detailed) in the original's shape, Prometheus text, an OpenAPI document."""
-    health = (await api.call("GET", "/api/health?detailed=true")).json()["data"]
-    assert health["status"] == "healthy"
-    assert health["database"]["connected"] is True
+async def test_plain_health_is_open_cheap_and_reveals_no_versions(api: Api) -> None:
+    """Anyone may ask /api/health: status and response time, one statement, and no
+    database or Python version, pool size or row count."""
+    response = await api.call("GET", "/api/health")
+    assert response.status_code == 200
+    health = response.json()["data"]
+    assert health["status"] == "healthy" and health["database"]["connected"] is True
+    assert set(health["database"]) == {"connected", "response_time", "server_time"}
+    assert "system" not in health and "cache" not in health and "flags" not in health["api"]
+    assert "PostgreSQL" not in response.text and "python" not in response.text.lower()
+    # One SELECT now(), plus the legacy pool's reset on release.
+    expected = 1 if "pool_tuning" in api.profile.flags else 2
+    assert int(response.headers["x-sixty-queries"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("who", "status"), [(None, 401), ("user", 403), ("admin", 200)], ids=["anon", "user", "admin"]
+)
+async def test_detailed_health_is_for_admins_only(api: Api, who: str | None, status: int) -> None:
+    """Versions, pool, cache and row counts need an admin's token: 401 without one, 403 for
+    a non-admin; an admin gets the original's detailed shape."""
+    owner = {None: None, "user": api.user(1), "admin": api.admin}[who]
+    response = await api.call("GET", "/api/health?detailed=true", owner)
+    assert response.status_code == status, response.text
+    if status != 200:
+        assert response.json()["data"] is None
+        assert "PostgreSQL" not in response.text
+        return
+    health = response.json()["data"]
+    assert health["database"]["version"].startswith("PostgreSQL")
     assert set(health["database"]["pool"]) >= {
         "total_connections",
         "idle_connections",
@@ -377,32 +403,79 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
         "max_pool_size",
         "utilization",
     }
+    assert health["database"]["tables"]["deals"] > 0
     assert set(health["cache"]) >= {"hit_rate", "total_hits", "total_misses", "entries"}
-    assert health["api"]["profile"] == api.profile.name
-    assert set(health["api"]) >= {"version", "environment", "region", "deployment"}
-    # Sampled by the service itself: no /metrics scrape has happened yet.
+    assert health["api"]["flags"] == api.profile.as_dict()
     memory = health["system"]["memory"]
     assert 0 < memory["used"] == memory["usage_mb"] < memory["total"]
-    await api.call("GET", "/api/stages", api.user(1))  # opens a session monitor
-    metrics = await api.call("GET", "/metrics")
-    assert metrics.status_code == 200
-    for name in (
-        "sixty_pool_size",
-        "sixty_cache_hit_ratio",
-        "sixty_pool_efficiency_ratio",
-        "sixty_memory_timers_active",
-        "sixty_db_queries_total",
-        "sixty_pool_acquire_wait_seconds_bucket",
-        'sixty_pool_health{state="healthy"}',
-        'sixty_memory_level{level="normal"}',
-        'sixty_component_timers_active{component="session_monitor"}',
-        "sixty_auth_requests_total",
-        "sixty_session_monitors_active",
-    ):
-        assert name in metrics.text
+    assert memory["peak_rss_mb"] >= memory["rss_mb"]
+
+
+async def test_detailed_health_is_computed_at_most_once_a_second(api: Api) -> None:
+    """Forty concurrent admins share the detail: it is computed (row counts scanned) at
+    most once per second of the burst, not forty times."""
+    await api.call("GET", "/api/stages", api.admin)  # the admin's session, cached or not
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    responses = await asyncio.gather(
+        *(api.call("GET", "/api/health?detailed=true", api.admin) for _ in range(40))
+    )
+    elapsed_s = loop.time() - started
+    assert {r.status_code for r in responses} == {200}
+    computations = {r.json()["data"]["detail_computed_at"] for r in responses}
+    assert len(computations) <= math.ceil(elapsed_s) + 1, (len(computations), elapsed_s)
+
+
+def scraped(text: str) -> dict[str, dict[str, float]]:
+    """/metrics as {family: {endpoint label: value}} for the per-endpoint counters."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            endpoint = sample.labels.get("endpoint")
+            if endpoint is not None and sample.name.endswith("_total"):
+                out.setdefault(sample.name, {})[endpoint] = sample.value
+    return out
+
+
+async def test_metrics_totals_equal_the_headers_sent(api: Api) -> None:
+    """Per endpoint, /metrics' statement, auth-lookup and request totals equal the sums of
+    the X-Sixty-* headers the service answered with."""
+    owner = api.user(1)
+    sent: dict[str, list[int]] = {}
+    deal = await api.own_deal(owner)
+    calls = [
+        ("GET /api/stages", "/api/stages"),
+        ("GET /api/deals", "/api/deals?limit=3"),
+        ("GET /api/deals/{deal_id}", f"/api/deals/{deal['id']}"),
+        ("GET /api/deals/{deal_id}", f"/api/deals/{deal['id']}"),
+    ]
+    before = scraped((await api.call("GET", "/metrics")).text)
+    for endpoint, path in calls:
+        response = await api.call("GET", path, owner)
+        totals = sent.setdefault(endpoint, [0, 0, 0])
+        totals[0] += 1
+        totals[1] += int(response.headers["x-sixty-queries"])
+        totals[2] += int(response.headers["x-sixty-auth-lookups"])
+    after = scraped((await api.call("GET", "/metrics")).text)
+
+    def delta(family: str, endpoint: str) -> float:
+        return after[family][endpoint] - before.get(family, {}).get(endpoint, 0.0)
+
+    for endpoint, (requests, statements, lookups) in sent.items():
+        assert delta("sixty_http_requests_total", endpoint) == requests
+        assert delta("sixty_db_queries_total", endpoint) == statements
+        assert delta("sixty_auth_lookups_total", endpoint) == lookups
+    assert sum(s for _, s, _ in sent.values()) > 0
+
+
+async def test_openapi_describes_the_api(api: Api) -> None:
+    """An OpenAPI 3 document with every route, generated from the schemas."""
     spec = (await api.call("GET", "/openapi.json")).json()
     assert spec["openapi"].startswith("3.")
     assert "/api/deals/{deal_id}/move" in spec["paths"]
+    assert "422" in spec["paths"]["/api/deals"]["post"]["responses"]
 
 
 async def test_no_database_text_reaches_a_client(api: Api) -> None:

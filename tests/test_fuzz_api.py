@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from sixty_core.db.repository import SORT_FIELDS
+from sixty_core.listing import SORT_FIELDS
 from tests.api_support import Api, api_fixture
 
 T = TypeVar("T")

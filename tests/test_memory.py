@@ -15,13 +15,11 @@ from sixty_core.api.boundary import MemoryAwareErrorBoundary, Message, Receive, 
 from sixty_core.errors import LifecycleError
 from sixty_core.memory import (
     MB,
-    BoundedRequestLog,
     ComponentScope,
     ListenerRegistry,
     MemoryManager,
-    RequestLog,
     ScopedTimer,
-    UnboundedRequestLog,
+    process_peak_rss_bytes,
 )
 
 
@@ -67,7 +65,7 @@ async def _until(done: Callable[[], bool], *, attempts: int = 1000) -> None:
 
 
 def manager(clock: FakeClock, *mbs: float, **kw: Any) -> MemoryManager:
-    return MemoryManager(rss_reader=FakeRss(*(mbs or (50.0,))), clock=clock, **kw)
+    return MemoryManager(rss_reader=FakeRss(*(mbs or (50.0,))), peak_reader=None, clock=clock, **kw)
 
 
 class Workload:
@@ -449,33 +447,18 @@ def test_default_reader_reads_this_process() -> None:
     assert memory.sample() > 1.0
 
 
-# -- request logs ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("make_log", [UnboundedRequestLog, BoundedRequestLog])
-def test_request_logs_record_and_count(make_log: Callable[[], RequestLog]) -> None:
-    """Both logs satisfy the RequestLog contract: record, len, retained bytes."""
-    log = make_log()
-    assert len(log) == 0 and log.retained_bytes() == 0
-    log.record("POST", "/api/deals", 201, 3.5, b"{}")
-    log.record("GET", "/api/deals", 200, 1.0, None)
-    assert len(log) == 2 and log.retained_bytes() > 0
-
-
-def test_unbounded_log_retains_whole_payloads_bounded_log_does_not() -> None:
-    """2000 requests of 10 kB: the legacy log keeps ~20 MB, the bounded one 1000 summaries."""
-    unbounded, bounded = UnboundedRequestLog(), BoundedRequestLog(maxlen=1000)
-    for i in range(2000):
-        for log in (unbounded, bounded):
-            log.record("POST", f"/api/deals/{i}", 201, 2.0, bytes(10_000))
-    assert len(unbounded) == 2000 and unbounded.retained_bytes() > 2000 * 10_000
-    assert len(bounded) == 1000
-    assert bounded.retained_bytes() < 1000 * 1000
-    assert bounded.summaries()[0].path == "/api/deals/1000"
-    assert bounded.summaries()[-1].payload_bytes == 10_000
-    before = bounded.retained_bytes()
-    bounded.record("POST", "/api/deals/x", 201, 2.0, bytes(10_000))
-    assert abs(bounded.retained_bytes() - before) < 100
+def test_peak_is_the_kernels_high_water_mark_not_the_highest_sample() -> None:
+    """Memory allocated and freed between two samples never shows in a sample, yet the
+    peak (VmHWM) has it: the peak is the kernel's figure, not max(samples)."""
+    memory = MemoryManager()
+    before = memory.sample()
+    ballast = bytearray(64 * MB)
+    ballast[::4096] = b"x" * len(range(0, len(ballast), 4096))  # touch every page
+    del ballast
+    after = memory.sample()
+    peak = memory.get_stats()["peak_rss_mb"]
+    assert peak >= max(before, after) + 48, (before, after, peak)
+    assert peak == pytest.approx(process_peak_rss_bytes() / MB, abs=1)
 
 
 # -- error boundary -------------------------------------------------------------------------

@@ -8,39 +8,39 @@ flag               off (legacy)                       on (optimized)
 session_cache      DirectSessions (2 lookups/request) CachedSessions (60 s, revocable)
 static_cache       DirectStaticData                   CachedStaticData (preloaded)
 query_cache        NoReadCache                        SelectResultCache (tags, 5 min)
-pool_tuning        LEGACY_POOL (20/2, no cmd timeout) OPTIMIZED_POOL (15/3, bounded waits)
+pool_tuning        LEGACY_POOL (node-pg mapped)       OPTIMIZED_POOL (15/3, bounded waits)
 robust_create      LegacyCreate + LegacyEdgeClient    RobustCreate + OptimizedEdgeClient
 bounded_lists      UnboundedLists                     BoundedLists
 resource_tracking  MemoryManager(tracking=False),     MemoryManager(tracking=True),
-                   UnboundedRequestLog                BoundedRequestLog
+                   UnboundedRequestLog,               BoundedRequestLog,
+                   LEGACY_MONITORING                  OPTIMIZED_MONITORING
 ================== ================================== ===================================
+
+Named test faults (:mod:`sixty_core.faults`) come from ``settings.test_faults``, never from
+a profile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 from sixty_core.auth import Authenticator, CachedSessions, DirectSessions, User
 from sixty_core.breaker import CircuitBreaker
-from sixty_core.cache import Cache
+from sixty_core.cache import Cache, Memo
 from sixty_core.db.pool import LEGACY_POOL, OPTIMIZED_POOL, Pool
 from sixty_core.db.repository import NoReadCache, ReadCache, Repository, SelectResultCache
-from sixty_core.edge import LegacyEdgeClient, OptimizedEdgeClient
+from sixty_core.edge.client import LegacyEdgeClient, OptimizedEdgeClient
 from sixty_core.errors import AuthError
+from sixty_core.faults import TestFaults
 from sixty_core.feed import DealFeed
-from sixty_core.memory import (
-    BoundedRequestLog,
-    ComponentScope,
-    MemoryManager,
-    RequestLog,
-    UnboundedRequestLog,
-)
+from sixty_core.memory import MemoryManager
+from sixty_core.monitor import LEGACY_MONITORING, OPTIMIZED_MONITORING, PerformanceMonitor
 from sixty_core.profiles import Profile
+from sixty_core.request_log import BoundedRequestLog, RequestLog, UnboundedRequestLog
 from sixty_core.service import (
     BoundedLists,
     CreateStrategy,
@@ -52,53 +52,9 @@ from sixty_core.service import (
 )
 from sixty_core.settings import Settings
 from sixty_core.static_data import CachedStaticData, DirectStaticData, StaticData
+from sixty_core.streams import OpenStreams
 
-
-@dataclass
-class SessionMonitors:
-    """The original's per-session "performance monitor": a repeating timer per session.
-
-    The timer lives in a memory-manager scope opened at the session's first request and
-    closed at logout. With ``resource_tracking`` on, closing releases it, and at most
-    ``max_sessions`` monitors live at once: opening one more closes the least recently
-    seen (a session that stops calling never logs out). Off (``max_sessions=None``), the
-    timer keeps firing forever and nothing is ever evicted, as the original's untracked
-    ``setInterval`` did.
-    """
-
-    memory: MemoryManager
-    period_s: float
-    max_sessions: int | None = None
-    _scopes: OrderedDict[str, ComponentScope] = field(default_factory=OrderedDict)
-    ticks: int = 0
-
-    def _tick(self) -> None:
-        self.ticks += 1
-
-    async def on_request(self, token_hash: str) -> None:
-        if token_hash in self._scopes:
-            self._scopes.move_to_end(token_hash)
-            return
-        scope = self.memory.open_scope("session_monitor")
-        scope.call_every(self.period_s, self._tick)
-        self._scopes[token_hash] = scope
-        if self.max_sessions is not None and len(self._scopes) > self.max_sessions:
-            _, oldest = self._scopes.popitem(last=False)
-            await oldest.close()
-
-    @property
-    def active(self) -> int:
-        return len(self._scopes)
-
-    async def on_logout(self, token_hash: str) -> None:
-        scope = self._scopes.pop(token_hash, None)
-        if scope is not None:
-            await scope.close()
-
-    async def close(self) -> None:
-        for scope in list(self._scopes.values()):
-            await scope.close()
-        self._scopes.clear()
+HEALTH_DETAIL_TTL_S = 1.0
 
 
 @dataclass
@@ -115,21 +71,28 @@ class Components:
     service: DealService
     memory: MemoryManager
     request_log: RequestLog
-    monitors: SessionMonitors
+    monitor: PerformanceMonitor
     feed: DealFeed
+    streams: OpenStreams
+    faults: TestFaults
     started_at: float = field(default_factory=time.monotonic)
     endpoint_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     auth_requests: int = 0
     auth_failures: int = 0
+    client_disconnects: int = 0
+    #: ``/api/health?detailed=true`` is computed at most once a second (it scans tables).
+    health_detail: Memo = field(default_factory=lambda: Memo(ttl_s=HEALTH_DETAIL_TTL_S))
 
     async def authenticate(self, token: str, token_hash: str) -> User:
+        """The user behind ``token`` (AuthError if none); counts the session's activity."""
         self.auth_requests += 1
         try:
             user = await self.auth.authenticate(token)
         except AuthError:
             self.auth_failures += 1
             raise
-        await self.monitors.on_request(token_hash)
+        await self.monitor.on_request(token_hash)
+        await self.faults.after_authentication(self.pool)
         return user
 
 
@@ -139,9 +102,9 @@ async def build(
 ) -> AsyncIterator[Components]:
     """Open every part for ``profile`` against ``dsn``; close them all on exit.
 
-    Shutdown order: stop the feed and session monitors, close the edge client, then the
-    pool (which waits for in-flight queries), then release what legacy scopes still hold
-    so a stopped legacy app does not keep timers firing.
+    Shutdown order: stop the feed and the session monitors, close the edge client, then
+    the pool (which waits for in-flight queries), then release what legacy scopes still
+    hold so a stopped legacy app does not keep timers firing.
     """
     on = profile.flags
     cache = Cache()
@@ -175,24 +138,27 @@ async def build(
         creator = LegacyCreate(edge, repository, static)
     tracking = "resource_tracking" in on
     request_log: RequestLog = BoundedRequestLog() if tracking else UnboundedRequestLog()
-    monitors = SessionMonitors(
+    monitor = PerformanceMonitor(
         memory,
         settings.session_monitor_period_s,
-        max_sessions=settings.max_monitored_sessions if tracking else None,
+        OPTIMIZED_MONITORING if tracking else LEGACY_MONITORING,
+        settings.max_monitored_sessions,
     )
     feed = DealFeed(dsn, bounded_queues=tracking)
+    faults = TestFaults(settings.test_faults, dsn=dsn)
     memory.add_cleanup_hook("shrink_caches", lambda: cache.shrink(0.5))
 
     async with AsyncExitStack() as stack:
-        # Callbacks run last-pushed first: monitors, feed, leftovers, edge, pool.
+        # Callbacks run last-pushed first: monitor, feed, leftovers, faults, edge, pool.
         await pool.open()
         stack.push_async_callback(pool.close)
         await edge.open()
         stack.push_async_callback(edge.close)
+        stack.push_async_callback(faults.close)
         stack.push_async_callback(_release_leftovers, memory)
         await feed.open()
         stack.push_async_callback(feed.close)
-        stack.push_async_callback(monitors.close)
+        stack.push_async_callback(monitor.close)
         await memory.start_sampling(settings.memory_sample_interval_s)
         stack.push_async_callback(memory.close)
         await static.preload()
@@ -207,8 +173,10 @@ async def build(
             service=DealService(repository, static, lists, creator),
             memory=memory,
             request_log=request_log,
-            monitors=monitors,
+            monitor=monitor,
             feed=feed,
+            streams=OpenStreams(max_per_user=settings.max_streams_per_user),
+            faults=faults,
         )
 
 

@@ -16,13 +16,17 @@ from sixty_core.api.responses import fail
 from sixty_core.errors import (
     AuthError,
     CircuitOpenError,
+    ClientDisconnectedError,
     ConflictError,
     DatabaseUnavailableError,
     ForbiddenError,
+    IdempotencyKeyReusedError,
     LifecycleError,
     NotFoundError,
     OverloadedError,
+    RequestTimeoutError,
     SixtyError,
+    TooManyRequestsError,
     UpstreamError,
     UpstreamTimeoutError,
     ValidationError,
@@ -35,6 +39,11 @@ ERROR_STATUS: tuple[tuple[type[SixtyError], int, str], ...] = (
     (ForbiddenError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
+    (RequestTimeoutError, 408, "request_timeout"),
+    (IdempotencyKeyReusedError, 422, "idempotency_key_reused"),
+    (TooManyRequestsError, 429, "too_many_requests"),
+    # Nobody reads this answer; the status names the case in logs (nginx's 499).
+    (ClientDisconnectedError, 499, "client_disconnected"),
     (OverloadedError, 503, "overloaded"),
     (DatabaseUnavailableError, 503, "database_unavailable"),
     (LifecycleError, 503, "unavailable"),
@@ -58,7 +67,7 @@ def error_response(exc: SixtyError) -> Response:
         if isinstance(exc, cls):
             headers: dict[str, str] = {}
             retry = getattr(exc, "retry_after_s", None)
-            if status == 503:
+            if status in (429, 503):
                 headers["Retry-After"] = str(max(1, math.ceil(retry or 1)))
             if status == 401:
                 headers["WWW-Authenticate"] = "Bearer"

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from sixty_core import __version__
-from sixty_core.db.repository import MAX_PAGE_SIZE, SORT_FIELDS
+from sixty_core.listing import MAX_PAGE_SIZE, SORT_FIELDS
 from sixty_core.models import (
     BulkRequest,
     Deal,
@@ -120,11 +120,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "/api/deals",
         "createDeal",
-        "Create a deal",
+        "Create a deal (Idempotency-Key: a repeat answers the first deal, another body 422)",
         request=DealCreate,
         response="DealEnvelope",
         status=201,
-        errors=(400, 401, 403, 503),
+        errors=(400, 401, 403, 408, 409, 422, 503),
     ),
     Operation(
         "get",
@@ -140,7 +140,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "bulkDeals",
         "Stage update or delete, all or none",
         request=BulkRequest,
-        errors=(400, 401, 404, 503),
+        errors=(400, 401, 404, 408, 503),
     ),
     Operation(
         "get",
@@ -159,7 +159,7 @@ OPERATIONS: tuple[Operation, ...] = (
         request=DealUpdate,
         response="DealEnvelope",
         path_id=True,
-        errors=(400, 401, 404, 409, 503),
+        errors=(400, 401, 404, 408, 409, 503),
     ),
     Operation(
         "delete",
@@ -177,7 +177,7 @@ OPERATIONS: tuple[Operation, ...] = (
         request=MoveRequest,
         response="DealEnvelope",
         path_id=True,
-        errors=(400, 401, 404, 409, 503),
+        errors=(400, 401, 404, 408, 409, 503),
     ),
     Operation("get", "/api/stages", "listStages", "Pipeline stages"),
     Operation("get", "/api/owners", "listOwners", "Deal owners"),
@@ -196,10 +196,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/api/health",
         "health",
-        "Health (detailed=true adds pool/cache/memory)",
+        "Health; detailed=true (admins' bearer token only) adds versions, pool, cache, memory",
         auth=False,
         query=(_q("detailed", {"type": "string", "enum": ["true", "false"]}, "detail"),),
-        errors=(503,),
+        errors=(401, 403, 503),
     ),
 )
 

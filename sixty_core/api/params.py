@@ -6,14 +6,15 @@ import uuid
 
 from starlette.datastructures import QueryParams
 
-from sixty_core.db.repository import (
+from sixty_core.errors import ValidationError
+from sixty_core.listing import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     SORT_FIELDS,
+    SORT_ORDERS,
     Cursor,
     ListQuery,
 )
-from sixty_core.errors import ValidationError
 
 MAX_OFFSET = 100_000
 MAX_SEARCH = 200
@@ -78,7 +79,7 @@ def parse_list_query(params: QueryParams, visible_to: uuid.UUID | None) -> ListQ
     """A validated deal-list query: limit 1..500 (default 50), offset 0..100000, sort and
     order from allow-lists, optional stage/status/owner filters, search, cursor."""
     sort = parse_choice(params, "sort", tuple(SORT_FIELDS), "created_at")
-    order = parse_choice(params, "order", ("asc", "desc"), "desc")
+    order = parse_choice(params, "order", SORT_ORDERS, "desc")
     assert sort is not None and order is not None
     cursor = parse_text(params, "cursor", MAX_CURSOR)
     if cursor is not None:

@@ -3,11 +3,13 @@ answer in the envelope. No SQL and no profile logic here."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -16,9 +18,11 @@ from sixty_core.api.components import Components
 from sixty_core.api.params import parse_int, parse_list_query, parse_text, parse_uuid, require_uuid
 from sixty_core.api.responses import JSONResponse, ok
 from sixty_core.auth import User, parse_bearer
-from sixty_core.errors import ValidationError
+from sixty_core.errors import ClientDisconnectedError, RequestTimeoutError, ValidationError
 from sixty_core.models import BulkRequest, DealCreate, DealUpdate, MoveRequest
 from sixty_core.tokens import hash_token
+
+logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 #: The service prefixes the caller's id (37 chars); the edge takes keys of up to 200.
@@ -34,13 +38,34 @@ def components(request: Request) -> Components:
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:
-    """Decode the JSON body as ``kind``: 413 when too large, 400 with msgspec's precise
-    message (field path, expected type) when malformed."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ValidationError(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    """Decode the JSON body as ``kind``: 400 when too large, with msgspec's precise message
+    (field path, expected type) when malformed; 408 when the body does not arrive within
+    ``body_read_timeout_s`` (a ``Content-Length`` larger than what is sent would otherwise
+    hold the connection forever). A client that hangs up mid-body is counted and logged in
+    one line, and the request ends without an answer nobody would read."""
+    comp = components(request)
+    body = bytearray()
+    timeout_s = comp.settings.body_read_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise ValidationError(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s "
+            f"({len(body)} bytes received): send the whole body, or a correct Content-Length"
+        ) from None
+    except ClientDisconnect:
+        comp.client_disconnects += 1
+        logger.info(
+            "client disconnected while sending %s %s (%d bytes received)",
+            request.method,
+            request.url.path,
+            len(body),
+        )
+        raise ClientDisconnectedError("the client disconnected while sending its body") from None
     if not body:
         raise ValidationError("request body is empty: send a JSON object")
     try:
@@ -78,7 +103,11 @@ async def create_deal(request: Request, user: User) -> Response:
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise ValidationError(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable chars")
     created = await components(request).service.create_deal(user, body, idempotency_key=key)
-    headers = {"X-Sixty-Degraded": "edge-fallback"} if created.degraded else None
+    headers = {}
+    if created.degraded:
+        headers["X-Sixty-Degraded"] = "edge-fallback"
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
     if created.legacy_envelope:
         # The original's broken contract, reproduced on purpose (see ORIGINAL_SYSTEM 3.6).
         return JSONResponse(
@@ -148,22 +177,27 @@ async def companies(request: Request, user: User) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    """Revoke the caller's token at once (the cache entry too)."""
+    """Revoke the caller's token at once (the cache entry too) and end its open streams."""
     comp = components(request)
     token = parse_bearer(request.headers.get("authorization"))
-    await comp.authenticate(token, hash_token(token))
+    token_hash = hash_token(token)
+    await comp.authenticate(token, token_hash)
     revoked = await comp.auth.logout(token)
-    await comp.monitors.on_logout(hash_token(token))
+    comp.streams.end_token(token_hash, "logged out")
+    await comp.monitor.on_logout(token_hash)
     return ok({"revoked": revoked})
 
 
 @authenticated
 async def stream(request: Request, user: User) -> Response:
     max_events = parse_int(request.query_params, "max_events", default=0, low=0, high=100_000)
+    comp = components(request)
+    token_hash = hash_token(parse_bearer(request.headers.get("authorization")))
+    opened = await sse.open_stream(comp, user, token_hash)
     return StreamingResponse(
         sse.events(
-            components(request),
-            user,
+            comp,
+            opened,
             max_events=max_events or None,
             is_disconnected=request.is_disconnected,
         ),

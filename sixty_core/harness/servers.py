@@ -1,11 +1,13 @@
 """Process entry points for the service and the edge upstream, and a supervisor for both.
 
-``python -m sixty_core.harness.servers service ...`` runs the deal API under uvicorn;
+``python -m sixty_core.harness.servers service ...`` runs the deal API under uvicorn (with
+the request-head bounds of :mod:`sixty_core.api.server`);
 ``python -m sixty_core.harness.servers edge ...`` runs the edge upstream, which writes
 deals into the same database. Each is its own process, so the harness can measure the
 service's memory alone and kill or restart either. :class:`Supervisor` starts both on
 loopback, waits (bounded) until each answers its health check, and stops them cleanly:
-SIGINT, a bounded wait, then SIGKILL.
+SIGINT, a bounded wait, then SIGKILL. The children's output goes to log files in a
+temporary directory, removed when the supervisor stops unless ``keep_logs`` is set.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +33,7 @@ import uvicorn
 
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
 from sixty_core.db.repository import Repository
-from sixty_core.edge import DealWriter, EdgeFaults, create_edge_app
+from sixty_core.edge.upstream import DealWriter, EdgeFaults, create_edge_app
 from sixty_core.errors import ProvisionError
 from sixty_core.profiles import resolve_profile
 from sixty_core.service import decode_edge_fields
@@ -62,6 +65,7 @@ def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
 
 async def run_service(args: argparse.Namespace) -> None:
     from sixty_core.api import create_app
+    from sixty_core.api.server import service_config
 
     # A process entry point, like the CLI: the environment's SIXTY_* settings apply here.
     settings = Settings.from_env(
@@ -71,7 +75,7 @@ async def run_service(args: argparse.Namespace) -> None:
         application_name=args.application_name,
     )
     app = create_app(settings, resolve_profile(args.profile), dsn=args.dsn, edge_url=args.edge_url)
-    await uvicorn.Server(_uvicorn_config(app, args.host, args.port)).serve()
+    await uvicorn.Server(service_config(app, host=args.host, port=args.port)).serve()
 
 
 def make_edge_writer(repository: Repository) -> DealWriter:
@@ -160,7 +164,10 @@ class Supervisor:
     edge: EdgeOptions = field(default_factory=EdgeOptions)
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     log_dir: Path | None = None
+    keep_logs: bool = False
+    test_faults: frozenset[str] = frozenset()
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _own_log_dir: bool = False
 
     @property
     def service_url(self) -> str:
@@ -225,9 +232,13 @@ class Supervisor:
     def log_path(self, name: str) -> Path:
         if self.log_dir is None:
             self.log_dir = Path(tempfile.mkdtemp(prefix="sixty-serve-"))
+            self._own_log_dir = True
         return self.log_dir / f"{name}.log"
 
     def _spawn(self, name: str, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if name == "service" and self.test_faults:
+            env["SIXTY_TEST_FAULTS"] = ",".join(sorted(self.test_faults))
         # Output goes to a file, never a pipe nobody reads (a full pipe blocks the child).
         with self.log_path(name).open("wb") as log:
             self.processes[name] = subprocess.Popen(
@@ -235,7 +246,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=env,
             )
 
     def _wait_healthy(self, name: str, url: str) -> None:
@@ -256,7 +267,8 @@ class Supervisor:
         )
 
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
-        """SIGINT every child, wait up to ``timeout_s``, then SIGKILL what is left."""
+        """SIGINT every child, wait up to ``timeout_s``, then SIGKILL what is left; remove
+        the log directory this supervisor made, unless ``keep_logs``."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
@@ -268,6 +280,10 @@ class Supervisor:
                 process.kill()
                 process.wait(5)
         self.processes.clear()
+        if self._own_log_dir and not self.keep_logs and self.log_dir is not None:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+            self.log_dir = None
+            self._own_log_dir = False
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.processes.items()}

@@ -1,0 +1,155 @@
+"""How the service is served: uvicorn with httptools, and bounds on what a client may send.
+
+uvicorn's httptools protocol (the fast one, DESIGN.md §8) puts no limit on a request's head:
+it accepts a 1 MB header or 2,000 headers and waits for a slow head without a deadline.
+:class:`BoundedHttpToolsProtocol` adds three bounds before the app sees a request:
+
+- the request line plus headers may be at most :data:`MAX_HEAD_BYTES` (else 431);
+- at most :data:`MAX_HEADERS` header fields (else 431);
+- the head must arrive within :data:`HEAD_TIMEOUT_S` of its first byte (else 408).
+
+Each refusal answers once and closes the connection. The body's own deadline is the app's
+(``Settings.body_read_timeout_s``, a 408 from the route that reads it), because only the
+route knows whether it wants a body at all.
+
+This subclasses uvicorn's protocol class (``uvicorn.Config(http=...)`` accepts one), the
+one place the head passes through; the h11 protocol has only a size bound and is several
+times slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_HEADERS = 100
+HEAD_TIMEOUT_S = 10.0
+GRACEFUL_SHUTDOWN_S = 10
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class _HeadRefused(Exception):
+    """Raised inside a parser callback; uvicorn then calls send_400_response."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounds on the request head (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._parsed_head_bytes = 0  # request line and complete header fields
+        self._pending_head_bytes = 0  # chunks read while the head was still incomplete
+        self._head_fields = 0
+        self._in_head = False
+        self._refusal: tuple[int, str] | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    # -- counting the head ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._parsed_head_bytes = self._pending_head_bytes = self._head_fields = 0
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_fields += 1
+        if self._head_fields > MAX_HEADERS:
+            self._refuse_in_parser(431, f"more than {MAX_HEADERS} header fields")
+        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._end_head()
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # A header still arriving is buffered by the parser before on_header sees it, so
+        # what arrives while the head is incomplete is bounded too.
+        if self._in_head and self._refusal is None:
+            self._pending_head_bytes += len(data)
+            if self._pending_head_bytes > MAX_HEAD_BYTES:
+                self._refuse(431, f"request head larger than {MAX_HEAD_BYTES} bytes")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_head()
+        super().connection_lost(exc)
+
+    def _count_head(self, size: int) -> None:
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > MAX_HEAD_BYTES:
+            self._refuse_in_parser(431, f"request head larger than {MAX_HEAD_BYTES} bytes")
+
+    def _end_head(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and self._refusal is None:
+            self._refuse(408, f"request head not received within {HEAD_TIMEOUT_S:g} s")
+
+    # -- refusing -----------------------------------------------------------------------
+
+    def _refuse_in_parser(self, status: int, reason: str) -> None:
+        self._refusal = (status, reason)
+        raise _HeadRefused(reason)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        self._write_refusal(*self._refusal)
+
+    def _refuse(self, status: int, reason: str) -> None:
+        self._refusal = (status, reason)
+        self._write_refusal(status, reason)
+
+    def _write_refusal(self, status: int, reason: str) -> None:
+        self._end_head()
+        if self.transport.is_closing():
+            return
+        body = (
+            b'{"data":null,"error":{"code":"bad_request","message":"'
+            + reason.encode("ascii")
+            + b'"}}'
+        )
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body)) + body
+        )
+        self.transport.close()
+
+
+def service_config(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    lifespan: Literal["auto", "on", "off"] = "on",
+    timeout_graceful_shutdown: int = GRACEFUL_SHUTDOWN_S,
+) -> uvicorn.Config:
+    """The uvicorn configuration the service runs under (the tests' servers use it too)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=BoundedHttpToolsProtocol,
+        ws="none",
+        log_level="warning",
+        access_log=False,
+        lifespan=lifespan,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+    )
