@@ -8,8 +8,9 @@ event on its own queue. A subscription is an explicit pair, :meth:`DealFeed.subs
 removed its realtime channels on unmount (ORIGINAL_SYSTEM.md §2.1, last bullet), so legacy
 does not leak them either. The listener is also registered through the client's
 memory-manager scope, so with resource tracking a stream that dies without unsubscribing
-is still cleaned up. With ``bounded_queues`` a slow or dead subscriber's queue drops its
-oldest events instead of growing without end.
+is still cleaned up. A slow or dead subscriber's queue drops its oldest events instead of
+growing without end (in both profiles: nothing in the original corresponds to an unbounded
+server-side queue).
 
 If the listening connection dies, it is re-opened with exponential backoff (capped), in a
 named background task that :meth:`DealFeed.close` cancels.
@@ -48,11 +49,8 @@ class Subscription:
 class DealFeed:
     """LISTENs for deal changes and fans them out to subscribers' queues."""
 
-    def __init__(
-        self, dsn: str, *, bounded_queues: bool = True, queue_size: int = DEFAULT_QUEUE_SIZE
-    ) -> None:
+    def __init__(self, dsn: str, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self._dsn = dsn
-        self._bounded = bounded_queues
         self._queue_size = queue_size
         self.registry = ListenerRegistry()
         self._conn: asyncpg.Connection | None = None
@@ -114,9 +112,7 @@ class DealFeed:
         The listener is registered through ``scope`` (None registers it directly, as an
         untracked resource only the ``feed_listener_leak`` test fault uses).
         """
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(
-            maxsize=self._queue_size if self._bounded else 0
-        )
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self._queue_size)
         wanted = str(owner_id) if owner_id is not None else None
         listener = self._listener(queue, wanted)
         if scope is None:

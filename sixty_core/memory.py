@@ -5,11 +5,11 @@ A component (a feed client, a session's performance monitor) opens a
 repeating timers, listeners on a :class:`ListenerRegistry`, and retained objects. Closing
 the scope releases them all when the manager *tracks* resources (the optimized profile).
 With ``tracking=False`` (the legacy profile) closing only marks the scope closed and
-releases nothing, exactly as the original leaked: timers keep firing, listeners stay
-registered, objects stay referenced, tasks keep running. Either way the manager knows every
-closed scope that still holds something, so :meth:`MemoryManager.leaking_components` is a
-measured figure, not a constant. :meth:`MemoryManager.release_closed` frees them at
-shutdown.
+releases nothing, exactly as the original leaked (ORIGINAL_SYSTEM.md §2.1 "Leaks and
+lifecycle"): timers keep firing, listeners stay registered, objects stay referenced, tasks
+keep running. Either way the manager knows every closed scope that still holds something,
+so :meth:`MemoryManager.leaking_components` is a measured figure, not a constant.
+:meth:`MemoryManager.release_closed` frees them at shutdown.
 
 RSS sampling: :meth:`MemoryManager.sample` reads the process RSS, keeps the last
 ``trend_window`` samples, tracks the peak and a level (``normal`` below ``warning_mb``,

@@ -35,6 +35,7 @@ from sixty_core.errors import (
 from sixty_core.listing import ListQuery
 from sixty_core.models import (
     BulkRequest,
+    Deal,
     DealCreate,
     DealUpdate,
     present_fields,
@@ -169,9 +170,18 @@ class _CreateBase:
             **self._edge.get_stats(),
         }
 
-    def _invalidate_after_edge_write(self, deal: Mapping[str, Any]) -> None:
+    def _after_edge_write(self, deal: Mapping[str, Any]) -> Row:
+        """The edge's deal as a typed row (answered exactly as a read would be), after
+        invalidating what the write made stale. UpstreamError if it breaks the schema."""
+        try:
+            row = msgspec.structs.asdict(msgspec.convert(dict(deal), Deal, strict=False))
+        except msgspec.ValidationError as exc:
+            raise UpstreamError(
+                f"the edge answered a deal that breaks the contract: {exc}"
+            ) from None
         # The edge wrote through its own process: our caches did not see the write.
-        self._repo.invalidate(deal_write_tags([deal["owner_id"]], [deal["id"]]))
+        self._repo.invalidate(deal_write_tags([row["owner_id"]], [row["id"]]))
+        return row
 
 
 class LegacyCreate(_CreateBase):
@@ -198,8 +208,7 @@ class LegacyCreate(_CreateBase):
         if "stage_id" not in fields:
             fields["stage_id"] = _default_stage(await self._static.stages())
         try:
-            deal = await self._legacy_edge.create_deal(fields)
-            self._invalidate_after_edge_write(deal)
+            deal = self._after_edge_write(await self._legacy_edge.create_deal(fields))
             degraded = False
         except SixtyError:
             self.fallbacks += 1
@@ -244,8 +253,7 @@ class RobustCreate(_CreateBase):
                 deal = check_replay(found, fields)
                 return CreatedDeal(deal, degraded=False, legacy_envelope=False, replayed=True)
         try:
-            deal = await self._robust_edge.create_deal(fields, key)
-            self._invalidate_after_edge_write(deal)
+            deal = self._after_edge_write(await self._robust_edge.create_deal(fields, key))
             return CreatedDeal(deal, degraded=False, legacy_envelope=False)
         except UpstreamError:
             # Only an upstream failure falls back; a refused deal (400/409/422) is passed on.

@@ -638,3 +638,37 @@ async def test_a_lock_timeout_is_a_409_to_retry(
         await blocker.close()
     assert response.status_code == 409, response.text
     assert "changed concurrently" in response.json()["error"]["message"]
+
+
+async def test_a_replayed_idempotency_key_answers_the_first_deal_and_says_so(
+    optimized_api: Api,
+) -> None:
+    """The same key and body again: the first deal, Idempotent-Replayed: true, no new row
+    and no edge call."""
+    api = optimized_api
+    owner = api.user(1)
+    first = await create_with_key(api, owner, "once", "replay-key")
+    assert first.status_code == 201 and "idempotent-replayed" not in first.headers
+    rows = await count_deals(api.dsn)
+    edge_calls = (await api.edge_stats())["edge_requests"]
+    again = await create_with_key(api, owner, "once", "replay-key")
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["data"] == first.json()["data"]
+    assert await count_deals(api.dsn) == rows
+    assert (await api.edge_stats())["edge_requests"] == edge_calls
+
+
+async def test_an_idempotency_key_reused_with_another_body_is_a_422(optimized_api: Api) -> None:
+    """The same key with a different body is refused with a clear 422, not answered with
+    the first deal; nothing is written."""
+    api = optimized_api
+    owner = api.user(1)
+    assert (await create_with_key(api, owner, "original", "reused-key")).status_code == 201
+    rows = await count_deals(api.dsn)
+    response = await create_with_key(api, owner, "something else", "reused-key")
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "idempotency_key_reused"
+    assert "different request body" in error["message"]
+    assert await count_deals(api.dsn) == rows

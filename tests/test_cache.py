@@ -508,3 +508,76 @@ def test_query_key_freezes_unhashable_params_deterministically() -> None:
     assert hash(a) == hash(b)
     with pytest.raises(TypeError, match="bytearray"):
         query_key("SELECT $1", [bytearray(b"x")])
+
+
+# -- immutable values, joined loads, memo -------------------------------------------------------
+
+
+async def test_cached_rows_are_read_only_for_every_caller() -> None:
+    """A caller that tries to change a cached row gets TypeError; the cached value (and
+    what the next caller sees) is unchanged. A copy is free to change."""
+    cache, _ = make_cache()
+
+    async def load() -> list[dict[str, Any]]:
+        return [{"id": 1, "name": "Lead"}]
+
+    first = await cache.get_or_load("a", "stages", load)
+    with pytest.raises(TypeError, match="read-only"):
+        first[0]["name"] = "hacked"
+    with pytest.raises(TypeError, match="read-only"):
+        first[0].update(name="hacked")
+    with pytest.raises((TypeError, AttributeError)):
+        first.append({"id": 2})  # type: ignore[attr-defined]
+    copy = dict(first[0])
+    copy["name"] = "mine"
+    again = await cache.get_or_load("a", "stages", load)
+    assert again == ({"id": 1, "name": "Lead"},)
+    cache.set("a", "k", {"nested": {"x": [1]}})
+    hit, value = cache.get("a", "k")
+    assert hit and isinstance(value["nested"]["x"], tuple)
+    with pytest.raises(TypeError):
+        value["nested"]["x"] = 2
+
+
+async def test_a_caller_joining_a_load_counts_a_joined_load_not_statements() -> None:
+    """The request that starts a load owns its statements; one that joins it counts a
+    joined load instead (sixty_core.db.recorder)."""
+    from sixty_core.db.recorder import count_statement, recording
+
+    cache, _ = make_cache()
+    gate = Gate()
+
+    async def load() -> Any:
+        count_statement(None)  # what the driver's query logger does for the SELECT
+        return await gate()
+
+    async def read() -> tuple[int, int]:
+        with recording() as tally:
+            await cache.get_or_load("a", "k", load)
+            return tally.statements, tally.joined_loads
+
+    starter = asyncio.create_task(read())
+    await settle()
+    joiner = asyncio.create_task(read())
+    await settle()
+    gate.release.set()
+    assert await starter == (1, 0)
+    assert await joiner == (0, 1)
+    assert cache.get_stats()["namespaces"]["a"]["joins"] == 1
+
+
+async def test_memo_computes_once_per_ttl_for_concurrent_callers() -> None:
+    """Memo: fifty concurrent callers share one computation; after the TTL, one more."""
+    from sixty_core.cache import Memo
+
+    clock = FakeClock()
+    memo = Memo(ttl_s=1.0, clock=clock)
+    gate = Gate(value={"n": 1})
+    results = [asyncio.create_task(memo.get(gate)) for _ in range(50)]
+    await settle()
+    gate.release.set()
+    assert all(r == {"n": 1} for r in await asyncio.gather(*results))
+    assert (memo.computed, gate.calls) == (1, 1)
+    clock.tick(1.0)
+    await memo.get(gate)
+    assert (memo.computed, gate.calls) == (2, 2)

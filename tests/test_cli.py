@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sixty_core.harness.servers import free_port
+from sixty_core.harness.servers import Supervisor, free_port
 
 
 def run_sixty(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -114,6 +115,8 @@ def test_serve_serves_the_api_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
     """`sixty serve` prints its URLs, answers with a seeded token, and Ctrl-C (SIGINT)
     stops the service and the edge: exit 0, both ports closed."""
     tokens = tmp_path / "tokens.json"
+    scratch = tmp_path / "tmp"  # the run's TMPDIR: whatever it leaves behind shows here
+    scratch.mkdir()
     port = free_port()
     command = [sys.executable, "-m", "sixty_core", "serve", "--profile", "legacy"]
     command += ["--port", str(port), "--tokens-file", str(tokens), "--time-scale", "0.001"]
@@ -122,6 +125,7 @@ def test_serve_serves_the_api_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -155,3 +159,25 @@ def test_serve_serves_the_api_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
     for url in (base, edge_url.group(1)):
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/api/health", timeout=2, trust_env=False)
+    assert "removed on exit" in out
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("sixty-")]
+
+
+@pytest.mark.parametrize("keep_logs", [False, True])
+def test_supervisor_removes_its_log_directory_unless_asked_to_keep_it(keep_logs: bool) -> None:
+    """The temporary log directory a Supervisor made is gone after stop(), unless
+    keep_logs; a directory the caller gave is never removed."""
+    supervisor = Supervisor("postgresql://unused", "optimized", keep_logs=keep_logs)
+    log = supervisor.log_path("service")
+    log.write_text("started\n")
+    supervisor.stop()
+    assert log.exists() == keep_logs
+    if keep_logs:
+        shutil.rmtree(log.parent)
+
+
+def test_supervisor_never_removes_a_log_directory_it_was_given(tmp_path: Path) -> None:
+    supervisor = Supervisor("postgresql://unused", "optimized", log_dir=tmp_path)
+    supervisor.log_path("service").write_text("started\n")
+    supervisor.stop()
+    assert (tmp_path / "service.log").exists()

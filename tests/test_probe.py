@@ -49,7 +49,6 @@ async def test_probe_counts_every_endpoint_and_leaves_no_deal_behind(
     for row in rows.values():
         assert row["requests"] == 3
         assert all(200 <= status < 300 for status in row["statuses"]), row
-        assert row["first_queries"] >= 0
     # One deal made to write on, which the probe keeps; the created ones are deleted.
     assert after - before == 1
     # Legacy verifies the token twice per request; optimized serves it from the cache.

@@ -144,7 +144,7 @@ async def build(
         OPTIMIZED_MONITORING if tracking else LEGACY_MONITORING,
         settings.max_monitored_sessions,
     )
-    feed = DealFeed(dsn, bounded_queues=tracking)
+    feed = DealFeed(dsn)
     faults = TestFaults(settings.test_faults, dsn=dsn)
     memory.add_cleanup_hook("shrink_caches", lambda: cache.shrink(0.5))
 

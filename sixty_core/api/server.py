@@ -8,9 +8,12 @@ it accepts a 1 MB header or 2,000 headers and waits for a slow head without a de
 - at most :data:`MAX_HEADERS` header fields (else 431);
 - the head must arrive within :data:`HEAD_TIMEOUT_S` of its first byte (else 408).
 
-Each refusal answers once and closes the connection. The body's own deadline is the app's
-(``Settings.body_read_timeout_s``, a 408 from the route that reads it), because only the
-route knows whether it wants a body at all.
+Each refusal answers once and closes the connection. The close lingers (as nginx's
+``lingering_close`` does): the write side is shut, and what the client still sends is
+read and dropped for up to :data:`LINGER_S`, because closing a socket with unread input
+sends a reset that can destroy the answer before the client reads it. The body's own
+deadline is the app's (``Settings.body_read_timeout_s``, a 408 from the route that reads
+it), because only the route knows whether it wants a body at all.
 
 This subclasses uvicorn's protocol class (``uvicorn.Config(http=...)`` accepts one), the
 one place the head passes through; the h11 protocol has only a size bound and is several
@@ -28,6 +31,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 100
 HEAD_TIMEOUT_S = 10.0
+#: How long a refused connection keeps draining the client's input before closing.
+LINGER_S = 2.0
 GRACEFUL_SHUTDOWN_S = 10
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -48,6 +53,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._refusal: tuple[int, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     # -- counting the head ------------------------------------------------------------
 
@@ -73,6 +79,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # refused: input is read and dropped until the linger ends
         super().data_received(data)
         # A header still arriving is buffered by the parser before on_header sees it, so
         # what arrives while the head is incomplete is bounded too.
@@ -130,7 +138,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body)) + body
         )
-        self.transport.close()
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def service_config(

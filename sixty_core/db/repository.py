@@ -79,7 +79,8 @@ class ReadCache(Protocol):
 
 
 class NoReadCache:
-    """Every read reaches Postgres (the legacy profile: no query cache)."""
+    """Every read reaches Postgres (the legacy profile: the original's query cache had no
+    callers, ORIGINAL_SYSTEM.md §0 and §3.5)."""
 
     async def read(
         self,

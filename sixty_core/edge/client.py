@@ -28,10 +28,12 @@ Client stats (``get_stats()``; the optimized client adds the breaker's keys):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import math
-from collections.abc import Awaitable, Callable, Mapping
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Self
 
 import httpx
@@ -110,7 +112,10 @@ class _EdgeClient:
         self._max_connections = max_connections
         self._base_url = base_url
         self._request_timeout_s = request_timeout_s
-        self._http: httpx.AsyncClient | None = None
+        # Lanes: one single-connection httpx client per request in flight (see _lane).
+        self._ssl_context: ssl.SSLContext | None = None
+        self._lanes: list[httpx.AsyncClient] = []
+        self._idle_lanes: asyncio.LifoQueue[httpx.AsyncClient] | None = None
         self._state = ClientState.NEW
         self._stats = dict.fromkeys(
             (
@@ -130,28 +135,66 @@ class _EdgeClient:
         return self._state
 
     async def open(self) -> None:
-        """Create the HTTP client (no I/O). Raises LifecycleError unless the client is new."""
+        """Get ready to send (no I/O). Raises LifecycleError unless the client is new."""
         if self._state is not ClientState.NEW:
             raise LifecycleError(f"cannot open an edge client that is {self._state.value}")
-        self._http = httpx.AsyncClient(
+        # One TLS context shared by every lane: httpx builds one per client (~15 ms) otherwise.
+        self._ssl_context = httpx.create_ssl_context(trust_env=False)
+        self._idle_lanes = asyncio.LifoQueue()
+        self._state = ClientState.OPEN
+
+    async def close(self) -> None:
+        """Close every lane and its connection; closing twice is a no-op."""
+        self._state, lanes, self._lanes = ClientState.CLOSED, self._lanes, []
+        self._idle_lanes = None
+        for http in lanes:
+            await http.aclose()
+
+    def _new_lane(self) -> httpx.AsyncClient:
+        assert self._ssl_context is not None  # open() made it
+        return httpx.AsyncClient(
             base_url=self._base_url,
-            # Waiting for a pooled connection is bounded by the same timeout as the request.
             timeout=httpx.Timeout(self._request_timeout_s),
-            limits=httpx.Limits(
-                max_connections=self._max_connections,
-                max_keepalive_connections=self._max_connections,
-            ),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            verify=self._ssl_context,
             # The upstream is local; never route it through an environment proxy.
             trust_env=False,
             follow_redirects=False,
         )
-        self._state = ClientState.OPEN
 
-    async def close(self) -> None:
-        """Close the HTTP client and its connections; closing twice is a no-op."""
-        self._state, http, self._http = ClientState.CLOSED, self._http, None
-        if http is not None:
-            await http.aclose()
+    @contextlib.asynccontextmanager
+    async def _lane(self) -> AsyncIterator[httpx.AsyncClient]:
+        """Borrow a lane: an httpx client with one connection, used by one request at a time.
+
+        Why not one shared httpx pool: httpcore's pool hands a queued request the first
+        connection that is still IDLE, but a connection only turns ACTIVE after its new
+        owner has passed two lock checkpoints, so requests that enter the pool in the same
+        event-loop turn all get the same connection. All but one then fail with
+        ConnectionNotAvailable and go round again, re-scanning every connection each time.
+        Under a burst (the optimized service forwards its creates at once) that was 4
+        rounds per create on average, 21 at p99, about 10 ms each: the optimized create's
+        latency tail (p99 twice legacy's at equal throughput).
+
+        At most ``max_connections`` lanes exist; beyond that callers wait in FIFO order, a
+        wait bounded by the request timeout like httpx's own pool wait (``PoolTimeout``).
+        """
+        idle = self._idle_lanes
+        if idle is None:
+            raise LifecycleError(f"edge client is {self._state.value}, not open")
+        if idle.empty() and len(self._lanes) < self._max_connections:
+            lane = self._new_lane()
+            self._lanes.append(lane)
+        else:
+            try:
+                async with asyncio.timeout(self._request_timeout_s):
+                    lane = await idle.get()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no edge connection became free in time") from None
+        try:
+            yield lane
+        finally:
+            if self._idle_lanes is idle:  # not closed meanwhile
+                idle.put_nowait(lane)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -170,16 +213,19 @@ class _EdgeClient:
         Raises :class:`_AttemptFailed` on a non-2xx status, a transport error, a timeout
         (counted in ``edge_timeouts``) or a 2xx body that breaks the contract.
         """
-        http = self._require_open()
+        self._require_open()
         self._stats["edge_calls"] += 1
         status: int | None = None
         try:
-            async with http.stream(
-                "POST",
-                DEALS_PATH,
-                content=encode_json(dict(fields)),
-                headers={"Content-Type": "application/json", **headers},
-            ) as response:
+            async with (
+                self._lane() as http,
+                http.stream(
+                    "POST",
+                    DEALS_PATH,
+                    content=encode_json(dict(fields)),
+                    headers={"Content-Type": "application/json", **headers},
+                ) as response,
+            ):
                 status = response.status_code
                 add_statements(_statements_reported(response))
                 if not 200 <= status < 300:
@@ -204,10 +250,9 @@ class _EdgeClient:
             self._stats["edge_failures"] += 1
             raise _AttemptFailed(f"edge request failed: {type(exc).__name__}: {exc}") from None
 
-    def _require_open(self) -> httpx.AsyncClient:
-        if self._http is None:
+    def _require_open(self) -> None:
+        if self._state is not ClientState.OPEN:
             raise LifecycleError(f"edge client is {self._state.value}, not open")
-        return self._http
 
     def _count_wait(self, delay_s: float) -> None:
         self._stats["edge_wait_ms_total"] += round(delay_s * 1000)
