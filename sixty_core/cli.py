@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-scale",
         type=float,
         default=None,
-        help="multiplies the delays that only reproduce the original "
-        "(legacy retry backoff, edge latency); default 1.0",
+        help="multiplies the delays that only reproduce the original (the legacy "
+        "create's retry waits and per-attempt timeout, edge latency); default 1.0",
     )
     serve.add_argument(
         "--edge-failure-rate",
