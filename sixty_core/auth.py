@@ -75,7 +75,9 @@ class Authenticator(Protocol):
 
     async def authenticate(self, token: str) -> User: ...
 
-    async def logout(self, token: str) -> bool: ...
+    async def logout(self, token_hash: str) -> bool:
+        """Revoke the session stored under ``token_hash``; True if one was revoked."""
+        ...
 
 
 class DirectSessions:
@@ -95,8 +97,8 @@ class DirectSessions:
             raise AuthError("invalid, expired or revoked token")
         return _user(profile, session["expires_at"])
 
-    async def logout(self, token: str) -> bool:
-        return await self._repo.revoke_session(hash_token(token))
+    async def logout(self, token_hash: str) -> bool:
+        return await self._repo.revoke_session(token_hash)
 
 
 class _UnknownToken(Exception):
@@ -135,8 +137,7 @@ class CachedSessions:
             raise AuthError("invalid, expired or revoked token")
         return user
 
-    async def logout(self, token: str) -> bool:
-        key = hash_token(token)
-        revoked = await self._repo.revoke_session(key)
-        self._cache.invalidate(self.namespace, key)
+    async def logout(self, token_hash: str) -> bool:
+        revoked = await self._repo.revoke_session(token_hash)
+        self._cache.invalidate(self.namespace, token_hash)
         return revoked

@@ -504,7 +504,7 @@ PROBE_LEGEND = (
 
 
 async def _probe_profiles(args: argparse.Namespace, settings: Settings, out: Console) -> int:
-    from sixty_core.harness.probe import as_rows, markdown_table, probe_profiles
+    from sixty_core.harness.probe import as_rows, comparison, markdown_table, probe_profiles
     from sixty_core.profiles import resolve_profile
 
     if not 1 <= args.repeats <= 1000:
@@ -523,22 +523,12 @@ async def _probe_profiles(args: argparse.Namespace, settings: Settings, out: Con
     elif args.markdown:
         out.print(markdown_table(results), end="", markup=False)
     else:
+        header, rows = comparison(results)
         table = Table(title="statements per request, side by side", show_edge=False)
-        table.add_column("endpoint", no_wrap=True)
-        for profile in profiles:
-            for column in ("first", "steady", "auth"):
-                table.add_column(f"{profile} {column}", justify="right")
-        by_profile = {p: {c.endpoint: c for c in r} for p, r in results.items()}
-        for endpoint in by_profile[profiles[0]]:
-            cells = [endpoint]
-            for profile in profiles:
-                c = by_profile[profile][endpoint]
-                cells += [
-                    str(c.first_queries),
-                    f"{c.steady_queries:g}",
-                    f"{c.steady_auth_lookups:g}",
-                ]
-            table.add_row(*cells)
+        for i, column in enumerate(header):
+            table.add_column(column, justify="right" if i else "left", no_wrap=not i)
+        for row in rows:
+            table.add_row(*row)
         out.print(table)
         out.print(PROBE_LEGEND)
     return 0

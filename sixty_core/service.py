@@ -23,7 +23,12 @@ from typing import Any, Protocol
 import msgspec
 
 from sixty_core.auth import User
-from sixty_core.db.repository import Repository, check_replay, deal_write_tags
+from sixty_core.db.repository import (
+    INTERNAL_DEAL_COLUMNS,
+    Repository,
+    check_replay,
+    deal_write_tags,
+)
 from sixty_core.edge.client import LegacyEdgeClient, OptimizedEdgeClient
 from sixty_core.errors import (
     ForbiddenError,
@@ -96,7 +101,7 @@ class UnboundedLists:
         filled = []
         for deal in deals:
             stage = stages.get(deal["stage_id"], {})
-            row = {k: v for k, v in deal.items() if k != "idempotency_key"}
+            row = {k: v for k, v in deal.items() if k not in INTERNAL_DEAL_COLUMNS}
             row["stage_name"] = stage.get("name")
             row["stage_color"] = stage.get("color")
             row["company_name"] = companies.get(deal["company_id"])

@@ -64,6 +64,7 @@ async def test_list_shows_only_the_callers_deals(api: Api) -> None:
     first = body["data"][0]
     for key in ("id", "name", "company", "value", "stage_name", "stage_color", "days_in_stage"):
         assert key in first
+    assert not [key for deal in body["data"] for key in deal if key.startswith("idempotency")]
 
 
 async def test_other_owners_deal_is_invisible_through_every_endpoint(api: Api) -> None:

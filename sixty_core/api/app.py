@@ -15,7 +15,7 @@ and closes them on shutdown. Middleware, outermost first:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,7 +44,7 @@ from sixty_core.settings import Settings
 MAX_LOGGED_BODY = 64 * 1024
 
 
-def _account(holder: Starlette) -> Any:
+def _account(holder: Starlette) -> Callable[[Accounted], None]:
     """The ``on_done`` of the service's accounting: endpoint totals, log, API metrics."""
 
     def account(done: Accounted) -> None:

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
-from sixty_core.auth import Authenticator, CachedSessions, DirectSessions, User
+from sixty_core.auth import Authenticator, CachedSessions, DirectSessions, User, parse_bearer
 from sixty_core.breaker import CircuitBreaker
 from sixty_core.cache import Cache, Memo
 from sixty_core.db.pool import LEGACY_POOL, OPTIMIZED_POOL, Pool
@@ -53,6 +53,7 @@ from sixty_core.service import (
 from sixty_core.settings import Settings
 from sixty_core.static_data import CachedStaticData, DirectStaticData, StaticData
 from sixty_core.streams import OpenStreams
+from sixty_core.tokens import hash_token
 
 HEALTH_DETAIL_TTL_S = 1.0
 
@@ -83,8 +84,11 @@ class Components:
     #: ``/api/health?detailed=true`` is computed at most once a second (it scans tables).
     health_detail: Memo = field(default_factory=lambda: Memo(ttl_s=HEALTH_DETAIL_TTL_S))
 
-    async def authenticate(self, token: str, token_hash: str) -> User:
-        """The user behind ``token`` (AuthError if none); counts the session's activity."""
+    async def authenticate(self, authorization: str | None) -> tuple[User, str]:
+        """The user behind an ``Authorization: Bearer`` header, and the token's hash
+        (AuthError if none); counts the session's activity."""
+        token = parse_bearer(authorization)
+        token_hash = hash_token(token)
         self.auth_requests += 1
         try:
             user = await self.auth.authenticate(token)
@@ -92,8 +96,9 @@ class Components:
             self.auth_failures += 1
             raise
         await self.monitor.on_request(token_hash)
-        await self.faults.after_authentication(self.pool)
-        return user
+        if self.faults.names:
+            await self.faults.after_authentication(self.pool)
+        return user, token_hash
 
 
 @asynccontextmanager

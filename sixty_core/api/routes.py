@@ -17,10 +17,9 @@ from sixty_core.api import health, sse
 from sixty_core.api.components import Components
 from sixty_core.api.params import parse_int, parse_list_query, parse_text, parse_uuid, require_uuid
 from sixty_core.api.responses import JSONResponse, ok
-from sixty_core.auth import User, parse_bearer
+from sixty_core.auth import User
 from sixty_core.errors import ClientDisconnectedError, RequestTimeoutError, ValidationError
 from sixty_core.models import BulkRequest, DealCreate, DealUpdate, MoveRequest
-from sixty_core.tokens import hash_token
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +79,9 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Wrap ``handler`` so it runs only for a valid bearer token (401 otherwise)."""
 
     async def endpoint(request: Request) -> Response:
-        token = parse_bearer(request.headers.get("authorization"))
-        user = await components(request).authenticate(token, hash_token(token))
+        user, request.state.token_hash = await components(request).authenticate(
+            request.headers.get("authorization")
+        )
         return await handler(request, user)
 
     endpoint.__name__ = handler.__name__
@@ -179,10 +179,8 @@ async def companies(request: Request, user: User) -> Response:
 async def logout(request: Request) -> Response:
     """Revoke the caller's token at once (the cache entry too) and end its open streams."""
     comp = components(request)
-    token = parse_bearer(request.headers.get("authorization"))
-    token_hash = hash_token(token)
-    await comp.authenticate(token, token_hash)
-    revoked = await comp.auth.logout(token)
+    _, token_hash = await comp.authenticate(request.headers.get("authorization"))
+    revoked = await comp.auth.logout(token_hash)
     comp.streams.end_token(token_hash, "logged out")
     await comp.monitor.on_logout(token_hash)
     return ok({"revoked": revoked})
@@ -192,8 +190,7 @@ async def logout(request: Request) -> Response:
 async def stream(request: Request, user: User) -> Response:
     max_events = parse_int(request.query_params, "max_events", default=0, low=0, high=100_000)
     comp = components(request)
-    token_hash = hash_token(parse_bearer(request.headers.get("authorization")))
-    opened = await sse.open_stream(comp, user, token_hash)
+    opened = await sse.open_stream(comp, user, request.state.token_hash)
     return StreamingResponse(
         sse.events(
             comp,

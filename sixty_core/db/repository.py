@@ -37,7 +37,10 @@ from sixty_core.listing import SORT_FIELDS, Cursor, ListQuery
 from sixty_core.models import CREATE_COLUMNS, UPDATE_COLUMNS, to_db_value
 from sixty_core.types import Row
 
-#: The columns of a deal returned to clients (idempotency_key stays internal).
+#: Columns of ``deals`` that are bookkeeping of ours, never shown to a client.
+INTERNAL_DEAL_COLUMNS = frozenset({"idempotency_key", "idempotency_fingerprint"})
+
+#: The columns of a deal returned to clients (INTERNAL_DEAL_COLUMNS stay internal).
 _DEAL_COLUMNS = (
     "id, name, company, contact_name, contact_email, contact_phone, value, description, "
     "stage_id, owner_id, expected_close_date, probability, status, one_off_revenue, "

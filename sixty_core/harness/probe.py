@@ -148,29 +148,29 @@ def _deal_of(body: dict[str, Any]) -> dict[str, Any]:
     return data["data"] if isinstance(body.get("error"), str) else data
 
 
-def _number(value: float) -> str:
-    return f"{value:g}"
-
-
-def markdown_table(results: dict[str, list[EndpointCounts]]) -> str:
-    """A Markdown table: per endpoint, each profile's first and steady statements and its
-    steady auth lookups (the README's statements table)."""
+def comparison(results: dict[str, list[EndpointCounts]]) -> tuple[list[str], list[list[str]]]:
+    """The side-by-side table: a header, and per endpoint each profile's first and steady
+    statements and its steady auth lookups."""
     profiles = list(results)
     header = ["endpoint"]
     for profile in profiles:
         header += [f"{profile} first", f"{profile} steady", f"{profile} auth"]
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     by_profile = {p: {c.endpoint: c for c in counts} for p, counts in results.items()}
+    rows = []
     for endpoint in [c.endpoint for c in results[profiles[0]]]:
-        cells = [f"`{endpoint}`"]
+        cells = [endpoint]
         for profile in profiles:
             c = by_profile[profile][endpoint]
-            cells += [
-                str(c.first_queries),
-                _number(c.steady_queries),
-                _number(c.steady_auth_lookups),
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
+            cells += [str(c.first_queries), f"{c.steady_queries:g}", f"{c.steady_auth_lookups:g}"]
+        rows.append(cells)
+    return header, rows
+
+
+def markdown_table(results: dict[str, list[EndpointCounts]]) -> str:
+    """:func:`comparison` as a Markdown table (the README's statements table)."""
+    header, rows = comparison(results)
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    lines += ["| " + " | ".join([f"`{row[0]}`", *row[1:]]) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -167,7 +167,7 @@ class Supervisor:
     keep_logs: bool = False
     test_faults: frozenset[str] = frozenset()
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _own_log_dir: bool = False
+    _own_log_dir: bool = field(default=False, init=False)
 
     @property
     def service_url(self) -> str:
