@@ -53,13 +53,25 @@ _current: ContextVar[Tally | None] = ContextVar("sixty_statement_tally", default
 
 @contextmanager
 def recording() -> Iterator[Tally]:
-    """Count the statements sent inside the block (in this task and the tasks it starts)."""
+    """Count the statements sent inside the block (in this task and the tasks it starts).
+
+    Blocks nest: when an inner block ends, its counts are added to the enclosing block's
+    tally too (a benchmark counting whole ASGI calls sees what each request counted). Counts
+    that reach the inner tally after its block ended (a logger not yet run: see
+    :func:`settle`) stay with the inner tally only.
+    """
+    outer = _current.get()
     tally = Tally()
     token = _current.set(tally)
     try:
         yield tally
     finally:
         _current.reset(token)
+        if outer is not None:
+            outer.statements += tally.statements
+            outer.auth_lookups += tally.auth_lookups
+            outer.joined_loads += tally.joined_loads
+            outer.edge_statements += tally.edge_statements
 
 
 def current_tally() -> Tally | None:
