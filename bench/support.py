@@ -29,6 +29,7 @@ from sixty_core.harness.servers import make_edge_writer
 from sixty_core.memory import MemoryManager
 from sixty_core.profiles import resolve_profile
 from sixty_core.settings import Settings
+from sixty_core.tokens import hash_token
 
 T = TypeVar("T")
 
@@ -144,7 +145,7 @@ class BenchStack:
         return self._apps[profile]
 
     def user(self, profile: str, owner: SeedOwner) -> User:
-        return self.run(self.components(profile).auth.authenticate(owner.token))
+        return self.run(self.components(profile).auth.authenticate(hash_token(owner.token)))
 
     def _serve(self, app: Any) -> str:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

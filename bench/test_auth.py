@@ -7,19 +7,20 @@ from typing import Any
 
 from bench.support import BenchStack
 from sixty_core.benchkit.timing import AsyncBench
+from sixty_core.tokens import hash_token
 
 KEYS = ("pool.acquires", "cache.cache_hits", "cache.cache_misses")
 
 
 def test_authenticate(abench: AsyncBench, stack: BenchStack) -> None:
-    token = stack.rep.token
+    token_hash = hash_token(stack.rep.token)
     calls: dict[str, Any] = {}
     sources: dict[str, Any] = {}
     for profile in stack.profiles:
         comp = stack.components(profile)
 
         async def authenticate(comp: Any = comp) -> Any:
-            return await comp.auth.authenticate(token)
+            return await comp.auth.authenticate(token_hash)
 
         calls[profile] = authenticate
         sources[profile] = {"pool": comp.pool.get_stats, "cache": comp.cache.get_stats}

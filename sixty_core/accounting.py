@@ -35,6 +35,14 @@ AUTH_LOOKUPS_HEADER = b"x-sixty-auth-lookups"
 JOINED_LOADS_HEADER = b"x-sixty-joined-loads"
 
 
+_SMALL_NUMBERS = tuple(str(n).encode() for n in range(64))
+
+
+def _number(n: int) -> bytes:
+    """``n`` as header bytes (the common small counts are made once)."""
+    return _SMALL_NUMBERS[n] if 0 <= n < len(_SMALL_NUMBERS) else str(n).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class Accounted:
     """One finished request as ``on_done`` sees it."""
@@ -85,12 +93,16 @@ class RequestAccounting:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    await settle()
-                    headers = list(message.get("headers", []))
-                    headers.append((QUERIES_HEADER, str(tally.statements).encode()))
-                    headers.append((AUTH_LOOKUPS_HEADER, str(tally.auth_lookups).encode()))
-                    headers.append((JOINED_LOADS_HEADER, str(tally.joined_loads).encode()))
-                    message = {**message, "headers": headers}
+                    await settle(tally)
+                    message = {
+                        **message,
+                        "headers": [
+                            *message.get("headers", ()),
+                            (QUERIES_HEADER, _number(tally.statements)),
+                            (AUTH_LOOKUPS_HEADER, _number(tally.auth_lookups)),
+                            (JOINED_LOADS_HEADER, _number(tally.joined_loads)),
+                        ],
+                    }
                 await send(message)
 
             try:
@@ -99,6 +111,6 @@ class RequestAccounting:
                 if self._on_done is not None:
                     # A second cancellation here must not cost the accounting.
                     with contextlib.suppress(asyncio.CancelledError):
-                        await settle()
+                        await settle(tally)
                     duration_ms = (time.perf_counter() - started) * 1000
                     self._on_done(Accounted(scope, status, tally, duration_ms, bytes(body)))

@@ -21,7 +21,6 @@ from sixty_core.cache import Cache
 from sixty_core.db.recorder import count_auth_lookup
 from sixty_core.db.repository import Repository
 from sixty_core.errors import AuthError
-from sixty_core.tokens import hash_token
 from sixty_core.types import Row
 
 MAX_TOKEN_LENGTH = 512
@@ -71,9 +70,10 @@ def _user(row: Row, expires_at: dt.datetime) -> User:
 
 
 class Authenticator(Protocol):
-    """Turns a bearer token into a user, and revokes tokens."""
+    """Turns a bearer token (given by its hash, :func:`~sixty_core.tokens.hash_token`: the
+    caller hashes once per request) into a user, and revokes tokens."""
 
-    async def authenticate(self, token: str) -> User: ...
+    async def authenticate(self, token_hash: str) -> User: ...
 
     async def logout(self, token_hash: str) -> bool:
         """Revoke the session stored under ``token_hash``; True if one was revoked."""
@@ -86,9 +86,9 @@ class DirectSessions:
     def __init__(self, repository: Repository) -> None:
         self._repo = repository
 
-    async def authenticate(self, token: str) -> User:
+    async def authenticate(self, token_hash: str) -> User:
         count_auth_lookup()
-        session = await self._repo.find_session(hash_token(token))
+        session = await self._repo.find_session(token_hash)
         if session is None:
             raise AuthError("invalid, expired or revoked token")
         count_auth_lookup()
@@ -117,8 +117,8 @@ class CachedSessions:
         self._cache = cache
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
 
-    async def authenticate(self, token: str) -> User:
-        key = hash_token(token)
+    async def authenticate(self, token_hash: str) -> User:
+        key = token_hash
 
         async def load() -> User:
             count_auth_lookup()

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import msgspec
 
 from sixty_core.auth import User
+from sixty_core.cache import FrozenRows, derived, freeze
 from sixty_core.db.repository import (
     INTERNAL_DEAL_COLUMNS,
     Repository,
@@ -360,25 +361,14 @@ class DealService:
                 raise ForbiddenError("you may only see your own pipeline")
             owner_id = user.id
         stages = await self._repo.pipeline_stats(owner_id)
-        total = sum(int(s["deal_count"]) for s in stages)
-        pipeline_value = sum((Decimal(s["active_value"]) for s in stages), Decimal(0))
-        won_value = sum((Decimal(s["won_value"]) for s in stages), Decimal(0))
-        all_value = sum((Decimal(s["total_value"]) for s in stages), Decimal(0))
-        return {
-            "stages": stages,
-            "overall": {
-                "total_deals": total,
-                "active_deals": sum(int(s["active_count"]) for s in stages),
-                "won_deals": sum(int(s["won_count"]) for s in stages),
-                "lost_deals": sum(int(s["lost_count"]) for s in stages),
-                "pipeline_value": pipeline_value,
-                "weighted_pipeline_value": sum(
-                    (Decimal(s["weighted_value"]) for s in stages), Decimal(0)
-                ),
-                "won_value": won_value,
-                "avg_deal_size": (all_value / total).quantize(Decimal("0.01")) if total else 0,
-            },
-        }
+        if isinstance(stages, FrozenRows):
+            # A cached stage list never changes, so neither do its sums: summed once, and
+            # frozen so the answer's encoding is made once too.
+            summary: dict[str, Any] = derived(
+                stages, "pipeline", lambda: freeze(_summarize(stages))
+            )
+            return summary
+        return _summarize(stages)
 
     async def stages(self) -> Sequence[Row]:
         return await self._static.stages()
@@ -395,11 +385,35 @@ class DealService:
                 for c in rows
                 if needle in str(c["name"]).lower() or needle in str(c.get("domain") or "").lower()
             ]
-        return rows[:limit]
+        # The whole cached list, when it fits, keeps its encoding memo (cache.derived).
+        return rows if len(rows) <= limit else rows[:limit]
 
     async def _check_stage(self, stage_id: uuid.UUID) -> None:
         if stage_id not in {s["id"] for s in await self._static.stages()}:
             raise ValidationError(f"stage {stage_id} does not exist")
+
+
+def _summarize(stages: Sequence[Row]) -> dict[str, Any]:
+    """Per-stage rows -> the pipeline-stats answer: the rows and the overall figures."""
+    total = sum(int(s["deal_count"]) for s in stages)
+    pipeline_value = sum((Decimal(s["active_value"]) for s in stages), Decimal(0))
+    won_value = sum((Decimal(s["won_value"]) for s in stages), Decimal(0))
+    all_value = sum((Decimal(s["total_value"]) for s in stages), Decimal(0))
+    return {
+        "stages": stages,
+        "overall": {
+            "total_deals": total,
+            "active_deals": sum(int(s["active_count"]) for s in stages),
+            "won_deals": sum(int(s["won_count"]) for s in stages),
+            "lost_deals": sum(int(s["lost_count"]) for s in stages),
+            "pipeline_value": pipeline_value,
+            "weighted_pipeline_value": sum(
+                (Decimal(s["weighted_value"]) for s in stages), Decimal(0)
+            ),
+            "won_value": won_value,
+            "avg_deal_size": (all_value / total).quantize(Decimal("0.01")) if total else 0,
+        },
+    }
 
 
 def decode_edge_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

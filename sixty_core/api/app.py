@@ -35,6 +35,7 @@ from sixty_core.api.metrics import metrics_endpoint
 from sixty_core.api.openapi import build_openapi
 from sixty_core.api.responses import JSONResponse
 from sixty_core.api.routes import routes
+from sixty_core.api.routing import IndexedRouter
 from sixty_core.errors import SixtyError
 from sixty_core.memory import MemoryManager
 from sixty_core.profiles import Profile
@@ -47,17 +48,27 @@ MAX_LOGGED_BODY = 64 * 1024
 def _account(holder: Starlette) -> Callable[[Accounted], None]:
     """The ``on_done`` of the service's accounting: endpoint totals, log, API metrics."""
 
+    # (method, route path) -> its totals in endpoint_stats, so the key is built once; kept
+    # for one Components (a restarted lifespan starts new totals).
+    by_route: dict[tuple[str, str], dict[str, int]] = {}
+    owner: list[Components | None] = [None]
+
     def account(done: Accounted) -> None:
         comp: Components | None = getattr(holder.state, "components", None)
         if comp is None:
             return
+        if owner[0] is not comp:
+            by_route.clear()
+            owner[0] = comp
         scope, tally = done.scope, done.tally
-        route = scope.get("route")
-        endpoint = f"{scope['method']} {getattr(route, 'path', 'unmatched')}"
-        figures = comp.endpoint_stats.setdefault(
-            endpoint,
-            {"requests": 0, "queries": 0, "auth_lookups": 0, "joined_loads": 0},
-        )
+        method, path = scope["method"], getattr(scope.get("route"), "path", "unmatched")
+        try:
+            figures = by_route[method, path]
+        except KeyError:
+            figures = by_route[method, path] = comp.endpoint_stats.setdefault(
+                f"{method} {path}",
+                {"requests": 0, "queries": 0, "auth_lookups": 0, "joined_loads": 0},
+            )
         figures["requests"] += 1
         figures["queries"] += tally.statements
         figures["auth_lookups"] += tally.auth_lookups
@@ -99,10 +110,13 @@ def create_app(settings: Settings, profile: Profile, *, dsn: str, edge_url: str)
     async def openapi(request: Request) -> Response:
         return JSONResponse(request.app.state.openapi)
 
+    all_routes = [*routes(), Route("/metrics", metrics), Route("/openapi.json", openapi)]
     app = Starlette(
-        routes=[*routes(), Route("/metrics", metrics), Route("/openapi.json", openapi)],
+        routes=all_routes,
         middleware=[Middleware(MemoryAwareErrorBoundary, manager=memory)],
         exception_handlers={SixtyError: handle_sixty_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
+    # Same routes, same order, same lifespan: only the lookup of static paths changes.
+    app.router = IndexedRouter(all_routes, lifespan=lifespan)
     return RequestAccounting(app, on_done=_account(app), capture_body=MAX_LOGGED_BODY)

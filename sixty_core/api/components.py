@@ -91,7 +91,7 @@ class Components:
         token_hash = hash_token(token)
         self.auth_requests += 1
         try:
-            user = await self.auth.authenticate(token)
+            user = await self.auth.authenticate(token_hash)
         except AuthError:
             self.auth_failures += 1
             raise

@@ -15,7 +15,13 @@ from starlette.routing import Route
 
 from sixty_core.api import health, sse
 from sixty_core.api.components import Components
-from sixty_core.api.params import parse_int, parse_list_query, parse_text, parse_uuid, require_uuid
+from sixty_core.api.params import (
+    list_query_from,
+    parse_int,
+    parse_text,
+    parse_uuid,
+    require_uuid,
+)
 from sixty_core.api.responses import JSONResponse, ok
 from sixty_core.auth import User
 from sixty_core.errors import ClientDisconnectedError, RequestTimeoutError, ValidationError
@@ -32,7 +38,13 @@ Handler = Callable[[Request, User], Awaitable[Response]]
 
 
 def components(request: Request) -> Components:
-    comp: Components = request.app.state.components
+    """The running app's components, looked up once per request (``app.state`` attribute
+    access goes through a Python ``__getattr__``; handlers ask for them twice)."""
+    scope = request.scope
+    try:
+        comp: Components = scope["sixty.components"]
+    except KeyError:
+        comp = scope["sixty.components"] = scope["app"].state.components
     return comp
 
 
@@ -91,7 +103,7 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 @authenticated
 async def list_deals(request: Request, user: User) -> Response:
-    query = parse_list_query(request.query_params, user.visible_owner)
+    query = list_query_from(request.scope["query_string"], user.visible_owner)
     page = await components(request).service.list_deals(user, query)
     return ok(page.deals, count=len(page.deals), next_cursor=page.next_cursor)
 

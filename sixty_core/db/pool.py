@@ -72,7 +72,7 @@ from typing import Any
 
 import asyncpg
 
-from sixty_core.db.recorder import count_statement
+from sixty_core.db.recorder import count_statement, note_db_use
 from sixty_core.errors import DatabaseUnavailableError, LifecycleError, OverloadedError
 from sixty_core.types import Clock
 
@@ -303,6 +303,7 @@ class _Lease:
         self._unpooled = False
 
     async def __aenter__(self) -> asyncpg.Connection:
+        note_db_use()
         try:
             self._conn, self._since = await self._pool._checkout()
         except (OverloadedError, DatabaseUnavailableError):

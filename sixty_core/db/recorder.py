@@ -27,8 +27,6 @@ Two conditions of exactness, both stated where the counts are shown:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -46,32 +44,41 @@ class Tally:
     auth_lookups: int = 0
     joined_loads: int = 0
     edge_statements: int = 0
+    #: A connection was borrowed for this work (:func:`note_db_use`): only then can a
+    #: statement's logger still be pending, and only then does :func:`settle` need to wait.
+    db_used: bool = False
 
 
 _current: ContextVar[Tally | None] = ContextVar("sixty_statement_tally", default=None)
 
 
-@contextmanager
-def recording() -> Iterator[Tally]:
+class recording:
     """Count the statements sent inside the block (in this task and the tasks it starts).
 
     Blocks nest: when an inner block ends, its counts are added to the enclosing block's
     tally too (a benchmark counting whole ASGI calls sees what each request counted). Counts
     that reach the inner tally after its block ended (a logger not yet run: see
-    :func:`settle`) stay with the inner tally only.
+    :func:`settle`) stay with the inner tally only. (A class rather than a generator
+    context manager: it is entered once per request.)
     """
-    outer = _current.get()
-    tally = Tally()
-    token = _current.set(tally)
-    try:
-        yield tally
-    finally:
-        _current.reset(token)
+
+    __slots__ = ("_outer", "_tally", "_token")
+
+    def __enter__(self) -> Tally:
+        self._outer = _current.get()
+        self._tally = Tally()
+        self._token = _current.set(self._tally)
+        return self._tally
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._token)
+        outer, tally = self._outer, self._tally
         if outer is not None:
             outer.statements += tally.statements
             outer.auth_lookups += tally.auth_lookups
             outer.joined_loads += tally.joined_loads
             outer.edge_statements += tally.edge_statements
+            outer.db_used = outer.db_used or tally.db_used
 
 
 def current_tally() -> Tally | None:
@@ -84,6 +91,14 @@ def count_statement(record: Any) -> None:
     tally = _current.get()
     if tally is not None:
         tally.statements += 1
+
+
+def note_db_use() -> None:
+    """A connection is being borrowed for the current work (the pool calls this on every
+    acquire, pooled or not): statements may follow, so a later :func:`settle` must wait."""
+    tally = _current.get()
+    if tally is not None:
+        tally.db_used = True
 
 
 def count_auth_lookup() -> None:
@@ -108,11 +123,17 @@ def add_statements(count: int) -> None:
         tally.edge_statements += count
 
 
-async def settle() -> None:
+async def settle(tally: Tally | None = None) -> None:
     """Let the query loggers of every statement completed so far run (one loop turn).
 
     asyncpg schedules each logger with ``call_soon`` when its statement completes; a task
     that yields once resumes after every callback scheduled before it (the ready queue is
     FIFO), so the tally is then complete up to this point.
+
+    Given the ``tally`` about to be read, it returns at once when that work borrowed no
+    connection (a cache hit sends nothing, so no logger can be pending): one loop turn
+    less for every cached request.
     """
+    if tally is not None and not tally.db_used:
+        return
     await asyncio.sleep(0)

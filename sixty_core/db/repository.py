@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Protocol
 
 import asyncpg
 
-from sixty_core.cache import Cache, query_key
+from sixty_core.cache import Cache, FrozenRows, derived, query_key
 from sixty_core.errors import (
     ConflictError,
     DatabaseUnavailableError,
@@ -126,6 +126,18 @@ class SelectResultCache:
         self._cache.invalidate_tags(*tags)
 
 
+def _page(rows: Sequence[Row], query: ListQuery) -> tuple[Sequence[Row], str | None]:
+    """The first ``query.limit`` of ``rows`` (fetched with one extra to tell whether more
+    follow) and the cursor of the next page, None on the last. A frozen result stays frozen."""
+    if len(rows) <= query.limit:
+        return rows, None
+    page = rows[: query.limit]
+    if isinstance(rows, FrozenRows):
+        page = FrozenRows(page)
+    next_cursor = Cursor.after(query.sort, query.order, page[-1]).encode() if page else None
+    return page, next_cursor
+
+
 # --- tags --------------------------------------------------------------------------------
 
 
@@ -147,40 +159,67 @@ def deal_write_tags(
 # --- errors ------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def translated_errors() -> AsyncIterator[None]:
-    """Map asyncpg failures to sixty errors whose messages are safe to show a client."""
-    try:
-        yield
-    except asyncpg.UniqueViolationError:
-        raise ConflictError("a record with this information already exists") from None
-    except asyncpg.ForeignKeyViolationError:
-        raise ValidationError(
+def _translated(exc: BaseException) -> Exception | None:
+    """The sixty error, with a message safe to show a client, for an asyncpg failure; None
+    for anything else (it passes through unchanged)."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return ConflictError("a record with this information already exists")
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return ValidationError(
             "a referenced record (stage, owner, company or contact) does not exist"
-        ) from None
-    except asyncpg.CheckViolationError:
-        raise ValidationError("a field is out of its allowed range") from None
-    except asyncpg.NotNullViolationError as exc:
-        raise ValidationError(f"{exc.column_name or 'a required field'} is required") from None
-    except (asyncpg.DataError, asyncpg.InvalidTextRepresentationError):
-        raise ValidationError("a field has an invalid value") from None
-    except asyncpg.QueryCanceledError:
-        raise DatabaseUnavailableError("the database took too long to answer") from None
-    except (asyncpg.TransactionRollbackError, asyncpg.LockNotAvailableError):
+        )
+    if isinstance(exc, asyncpg.CheckViolationError):
+        return ValidationError("a field is out of its allowed range")
+    if isinstance(exc, asyncpg.NotNullViolationError):
+        return ValidationError(f"{exc.column_name or 'a required field'} is required")
+    if isinstance(exc, asyncpg.DataError | asyncpg.InvalidTextRepresentationError):
+        return ValidationError("a field has an invalid value")
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return DatabaseUnavailableError("the database took too long to answer")
+    if isinstance(exc, asyncpg.TransactionRollbackError | asyncpg.LockNotAvailableError):
         # Deadlock, serialization failure, lock timeout: the same request may succeed
         # when sent again, so it is a conflict, not a server error.
-        raise ConflictError("the deal was changed concurrently; send the request again") from None
-    except (asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError):
+        return ConflictError("the deal was changed concurrently; send the request again")
+    if isinstance(exc, asyncpg.OperatorInterventionError | asyncpg.InsufficientResourcesError):
         # Admin shutdown / crash shutdown / out of disk or memory on the server.
-        raise DatabaseUnavailableError("the database is unavailable") from None
-    except (
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        OSError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.TooManyConnectionsError,
+        return DatabaseUnavailableError("the database is unavailable")
+    if isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | OSError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError,
     ):
-        raise DatabaseUnavailableError("the database is unavailable") from None
+        return DatabaseUnavailableError("the database is unavailable")
+    return None
+
+
+class translated_errors:
+    """Map asyncpg failures to sixty errors whose messages are safe to show a client.
+
+    A class rather than an ``asynccontextmanager`` generator: every statement passes through
+    it, and a generator-based manager costs a few microseconds per use.
+    """
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        # Never swallows: an asyncpg failure is replaced by its mapped error, the rest pass.
+        if exc is None:
+            return False
+        mapped = _translated(exc)
+        if mapped is None:
+            return False
+        raise mapped from None
 
 
 def _row(record: asyncpg.Record | None) -> Row | None:
@@ -314,7 +353,7 @@ class Repository:
         rows: list[Row] = await self._cached(sql, params, deal_read_tags(query.visible_to))
         return rows
 
-    async def list_deals_page(self, query: ListQuery) -> tuple[list[Row], str | None]:
+    async def list_deals_page(self, query: ListQuery) -> tuple[Sequence[Row], str | None]:
         """The optimized list: one joined query, ``limit`` rows, keyset or offset paging.
 
         Returns the page and the cursor of the next page (None on the last page).
@@ -340,11 +379,9 @@ class Repository:
             + f"LIMIT ${len(params) - 1} OFFSET ${len(params)}"
         )
         rows = await self._cached(sql, params, deal_read_tags(query.visible_to))
-        page = rows[: query.limit]
-        next_cursor = None
-        if len(rows) > query.limit and page:
-            next_cursor = Cursor.after(query.sort, query.order, page[-1]).encode()
-        return page, next_cursor
+        # The SQL and parameters (limit included) key the cached rows, so the page and its
+        # cursor are the same for every hit: made once per cached result.
+        return derived(rows, "page", lambda: _page(rows, query))
 
     async def get_deal(self, deal_id: uuid.UUID, visible_to: uuid.UUID | None) -> Row | None:
         """One deal with its stage and company names, if visible to the caller."""
