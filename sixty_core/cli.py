@@ -213,6 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print a Markdown table (the README's)"
     )
     _add_bench_parser(commands)
+    ceiling = commands.add_parser(
+        "ceiling",
+        help="hot endpoints' throughput from outside (wrk) beside the bare limits",
+        description="Seed a database (embedded by default), start the service in legacy, "
+        "optimized and optimized-no-query_cache plus two bare limits (a Starlette hello "
+        "and a Starlette + asyncpg primary-key lookup) under the service's own server "
+        "configuration, and load each hot endpoint with wrk over loopback, sides in "
+        "alternating order round after round. Prints requests per second and each ratio "
+        "with its 95%% bootstrap interval against the hot-path targets. Needs wrk (the "
+        "Debian package). Exit 0 when it ran (targets met or not), 1 on an error.",
+    )
+    add_db_flags(ceiling)
+    ceiling.add_argument("--scale", type=int, default=4, help="seed scale (default 4)")
+    ceiling.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per wrk run (default 5)"
+    )
+    ceiling.add_argument("--rounds", type=int, default=3, help="measured rounds (default 3)")
+    ceiling.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    ceiling.add_argument("-k", dest="keyword", default=None, help="only endpoints containing K")
+    ceiling.add_argument(
+        "--out", type=Path, default=None, help="also write ceiling.json into this folder"
+    )
     return parser
 
 
@@ -296,6 +318,8 @@ def _settings(args: argparse.Namespace, env: Environ) -> Settings:
 async def _dispatch(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     if args.command == "bench":
         return await asyncio.to_thread(_bench, args, out)
+    if args.command == "ceiling":
+        return await _ceiling(args, settings, out)
     if args.command == "serve":
         return await _serve(args, settings, out)
     if args.command == "probe":
@@ -616,4 +640,35 @@ def _bench(args: argparse.Namespace, out: Console) -> int:
         f"[green]✓[/] {len(summary.load(path)['benchmarks'])} benchmarks in "
         f"{time.monotonic() - started:.0f} s; results: {path} (table: {path.with_suffix('.md')})"
     )
+    return 0
+
+
+async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from sixty_core.harness import ceiling
+
+    if not 0.5 <= args.duration <= 600:
+        raise SixtyError(f"--duration must be between 0.5 and 600 seconds, got {args.duration}")
+    if not 1 <= args.rounds <= 50:
+        raise SixtyError(f"--rounds must be between 1 and 50, got {args.rounds}")
+    if not 1 <= args.connections <= 1000:
+        raise SixtyError(f"--connections must be between 1 and 1000, got {args.connections}")
+    ceiling.wrk_path()
+    if not out.is_terminal:
+        out.width = max(out.width, 132)  # a log or CI page: no need to squeeze the table
+    log = _step_printer(out)
+    async with workflow.seeded_database(settings, log=log) as (database, _):
+        options = ceiling.Options(
+            dsn=database.dsn,
+            token=ceiling.token_for(settings.seed),
+            duration_s=args.duration,
+            rounds=args.rounds,
+            connections=args.connections,
+            keyword=args.keyword,
+        )
+        results = await asyncio.to_thread(ceiling.measure, options, out)
+    out.print(ceiling.table(results))
+    if args.out is not None:
+        path = args.out.resolve() / "ceiling.json"
+        ceiling.write(results, options, path)
+        out.print(f"results: {path}")
     return 0

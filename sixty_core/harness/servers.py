@@ -3,9 +3,12 @@
 ``python -m sixty_core.harness.servers service ...`` runs the deal API under uvicorn (with
 the request-head bounds of :mod:`sixty_core.api.server`);
 ``python -m sixty_core.harness.servers edge ...`` runs the edge upstream, which writes
-deals into the same database. Each is its own process, so the harness can measure the
-service's memory alone and kill or restart either. :class:`Supervisor` starts both on
-loopback, waits (bounded) until each answers its health check, and stops them cleanly:
+deals into the same database; ``python -m sixty_core.harness.servers bare --app hello|pk``
+runs one of the stack's bare limits (:mod:`sixty_core.benchkit.bare`) under the service's
+own server configuration, for ceilings measured from outside. Each is its own process, so
+the harness can measure the service's memory alone and kill or restart either.
+:class:`Supervisor` starts both on loopback, waits (bounded) until each answers its health
+check, and stops them cleanly:
 SIGINT, a bounded wait, then SIGKILL. The children's output goes to log files in a
 temporary directory, removed when the supervisor stops unless ``keep_logs`` is set.
 """
@@ -104,6 +107,19 @@ async def run_edge(args: argparse.Namespace) -> None:
         await uvicorn.Server(_uvicorn_config(app, args.host, args.port)).serve()
 
 
+async def run_bare(args: argparse.Namespace) -> None:
+    from sixty_core.api.server import service_config
+    from sixty_core.benchkit.bare import hello_app, pk_lookup_app
+
+    if args.app == "hello":
+        config = service_config(hello_app(), host=args.host, port=args.port, lifespan="off")
+        await uvicorn.Server(config).serve()
+        return
+    async with pk_lookup_app(args.dsn) as app:
+        config = service_config(app, host=args.host, port=args.port, lifespan="off")
+        await uvicorn.Server(config).serve()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sixty_core.harness.servers")
     sub = parser.add_subparsers(dest="which", required=True)
@@ -122,12 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--latency-ms", type=float, default=0.0)
     edge.add_argument("--latency-sigma", type=float, default=0.0)
     edge.add_argument("--fault-seed", type=int, default=None)
+    bare = sub.add_parser("bare", help="a bare limit: Starlette hello, or an asyncpg pk lookup")
+    bare.add_argument("--app", choices=("hello", "pk"), required=True)
+    bare.add_argument("--dsn", default="", help="for --app pk: the seeded database")
+    bare.add_argument("--host", default="127.0.0.1")
+    bare.add_argument("--port", type=int, required=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runner = run_service if args.which == "service" else run_edge
+    runner = {"service": run_service, "edge": run_edge, "bare": run_bare}[args.which]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner(args))
     return 0

@@ -1,0 +1,351 @@
+"""``sixty ceiling``: the hot endpoints' throughput from outside, beside the stack's limits.
+
+Each endpoint is loaded with ``wrk`` over loopback (HTTP/1.1 keep-alive, N connections)
+against real server processes: the service in legacy, optimized and
+``optimized-no-query_cache``, and the bare limits (a Starlette hello and a Starlette +
+asyncpg primary-key lookup) under the service's own uvicorn configuration. Sides are run in
+alternating order round after round, so drift on the shared machine hits all alike; every
+ratio is the median of per-round ratios with a bootstrap interval, and is checked against
+the hot-path targets of the benchmark issue. Locust cannot saturate the service; wrk can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from rich.text import Text
+
+from sixty_core.benchkit.interleave import bootstrap_median_interval
+from sixty_core.errors import SixtyError
+from sixty_core.harness.servers import Supervisor, free_port
+from sixty_core.tokens import derive_token
+
+#: wrk's own thread count; the machine has two cores and the servers need them too.
+WRK_THREADS = 2
+_RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_SOCKET_ERRORS = re.compile(r"Socket errors:.*")
+
+
+class CeilingError(SixtyError):
+    """wrk is missing, a server did not start, or a run answered errors."""
+
+
+@dataclass(frozen=True)
+class Side:
+    label: str
+    server: str  # a key of the running servers
+    path: str
+    auth: bool = True
+
+
+@dataclass(frozen=True)
+class Check:
+    """``throughput(faster) / throughput(slower)`` compared with ``limit``: a cost ratio
+    ``hello / optimized <= 1.6`` or a speed-up ``optimized / legacy >= 5``."""
+
+    numerator: str
+    denominator: str
+    op: str  # "<=" or ">="
+    limit: float
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    sides: tuple[Side, ...]
+    checks: tuple[Check, ...]
+
+
+def _cached(name: str, path: str, cost_limit: float | None) -> Endpoint:
+    sides = [Side("legacy", "legacy", path), Side("optimized", "optimized", path)]
+    checks = [Check("optimized", "legacy", ">=", 5.0, "speed-up over legacy")]
+    if cost_limit is not None:
+        sides.append(Side("hello", "hello", "/hello", auth=False))
+        checks.append(Check("hello", "optimized", "<=", cost_limit, "cost over bare hello"))
+    return Endpoint(name, tuple(sides), tuple(checks))
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    _cached("GET /api/stages", "/api/stages", 1.6),
+    _cached("GET /api/deals?limit=50", "/api/deals?limit=50", 3.0),
+    _cached("GET /api/deals/{id}", "/api/deals/{id}", 2.0),
+    _cached("GET /api/deals/pipeline-stats", "/api/deals/pipeline-stats", None),
+    _cached("GET /api/owners", "/api/owners", None),
+    _cached("GET /api/companies", "/api/companies", None),
+    Endpoint(
+        "GET /api/deals/{id} uncached",
+        (
+            Side("optimized-no-query_cache", "optimized-no-query_cache", "/api/deals/{id}"),
+            Side("bare_pk_lookup", "pk", "/deals/{id}", auth=False),
+        ),
+        (
+            Check(
+                "optimized-no-query_cache",
+                "bare_pk_lookup",
+                ">=",
+                0.7,
+                "share of the bare lookup's throughput",
+            ),
+        ),
+    ),
+)
+
+
+@dataclass
+class Options:
+    dsn: str
+    token: str
+    duration_s: float = 5.0
+    rounds: int = 3
+    connections: int = 32
+    keyword: str | None = None
+    out: Path | None = None
+
+
+@dataclass
+class Result:
+    endpoint: str
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def wrk_path() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise CeilingError(
+            "wrk is not installed: it is the Debian package 'wrk' (apt-get install wrk)"
+        )
+    return found
+
+
+def run_wrk(url: str, *, token: str | None, duration_s: float, connections: int) -> float:
+    """Requests per second of one wrk run; CeilingError if any answer was not 2xx."""
+    command = [
+        wrk_path(),
+        f"-t{WRK_THREADS}",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        "--timeout",
+        "10s",
+    ]
+    if token is not None:
+        command += ["-H", f"Authorization: Bearer {token}"]
+    command.append(url)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=duration_s + 30, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise CeilingError(
+            f"wrk against {url} did not finish within {duration_s + 30:.0f} s"
+        ) from None
+    if done.returncode != 0:
+        raise CeilingError(f"wrk against {url} failed: {done.stderr.strip() or done.stdout}")
+    rate = _RATE.search(done.stdout)
+    if rate is None:
+        raise CeilingError(f"wrk printed no rate for {url}:\n{done.stdout}")
+    bad = _NON_2XX.search(done.stdout)
+    if bad is not None and int(bad.group(1)) > 0:
+        raise CeilingError(f"{url} answered {bad.group(1)} non-2xx responses under load")
+    errors = _SOCKET_ERRORS.search(done.stdout)
+    if errors is not None and re.search(r"(connect|read|write|timeout) [1-9]", errors.group(0)):
+        raise CeilingError(f"{url}: {errors.group(0)}")
+    return float(rate.group(1))
+
+
+class BareServer:
+    """A bare limit in its own process (``servers bare``), stopped with SIGINT."""
+
+    def __init__(self, app: str, dsn: str, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log_dir / f"bare-{app}.log"
+        with self._log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sixty_core.harness.servers",
+                    "bare",
+                    "--app",
+                    app,
+                    "--dsn",
+                    dsn,
+                    "--port",
+                    str(self.port),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        probe = "/hello" if app == "hello" else "/deals/00000000-0000-4000-8000-000000000000"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise CeilingError(f"bare {app} exited: {self._log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + probe, timeout=2).status_code in (200, 404):
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise CeilingError(f"bare {app} did not answer within 60 s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@contextlib.contextmanager
+def servers(dsn: str, needed: set[str]) -> Iterator[dict[str, str]]:
+    """Start the servers ``needed`` (profiles, ``hello``, ``pk``); yield name -> base URL."""
+    log_dir = Path(tempfile.mkdtemp(prefix="sixty-ceiling-"))
+    supervisors: list[Supervisor] = []
+    bare: list[BareServer] = []
+    urls: dict[str, str] = {}
+    try:
+        for name in sorted(needed):
+            if name in ("hello", "pk"):
+                server = BareServer(name, dsn, log_dir)
+                bare.append(server)
+                urls[name] = server.url
+            else:
+                supervisor = Supervisor(dsn, name, log_dir=log_dir / name)
+                (log_dir / name).mkdir()
+                supervisors.append(supervisor)
+                supervisor.start()
+                urls[name] = supervisor.service_url
+        yield urls
+    finally:
+        for supervisor in supervisors:
+            supervisor.stop()
+        for server in bare:
+            server.stop()
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _deal_id(url: str, token: str) -> str:
+    response = httpx.get(
+        f"{url}/api/deals?limit=1", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    response.raise_for_status()
+    deal_id: str = response.json()["data"][0]["id"]
+    return deal_id
+
+
+def _ratio(result: Result, check: Check) -> dict[str, Any]:
+    per_round = [
+        a / b
+        for a, b in zip(result.rates[check.numerator], result.rates[check.denominator], strict=True)
+        if b > 0
+    ]
+    value = statistics.median(per_round)
+    low, high = bootstrap_median_interval(per_round)
+    met = value <= check.limit if check.op == "<=" else value >= check.limit
+    return {**asdict(check), "ratio": value, "low": low, "high": high, "met": met}
+
+
+def measure(options: Options, console: Console) -> list[Result]:
+    """Run every selected endpoint's sides in alternating rounds; return the results."""
+    wrk_path()
+    chosen = [e for e in ENDPOINTS if not options.keyword or options.keyword in e.name]
+    if not chosen:
+        raise CeilingError(f"no endpoint matches {options.keyword!r}")
+    needed = {side.server for endpoint in chosen for side in endpoint.sides}
+    results: list[Result] = []
+    with servers(options.dsn, needed) as urls:
+        service = urls.get("optimized") or urls.get("optimized-no-query_cache") or ""
+        deal_id = _deal_id(service, options.token) if service else ""
+        runs = sum(len(e.sides) for e in chosen) * (options.rounds + 1)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("wrk", total=runs)
+            for endpoint in chosen:
+                result = Result(endpoint.name, {side.label: [] for side in endpoint.sides})
+                sides = list(endpoint.sides)
+                for round_no in range(options.rounds + 1):  # round 0 warms and is dropped
+                    order = sides if round_no % 2 == 0 else list(reversed(sides))
+                    for side in order:
+                        url = urls[side.server] + side.path.replace("{id}", deal_id)
+                        bar.update(task, description=f"{endpoint.name}: {side.label}")
+                        rate = run_wrk(
+                            url,
+                            token=options.token if side.auth else None,
+                            duration_s=1.0 if round_no == 0 else options.duration_s,
+                            connections=options.connections,
+                        )
+                        if round_no:
+                            result.rates[side.label].append(rate)
+                        bar.advance(task)
+                result.checks = [_ratio(result, check) for check in endpoint.checks]
+                results.append(result)
+    return results
+
+
+def table(results: list[Result]) -> Table:
+    view = Table(title="sixty ceiling (wrk, loopback)", show_edge=False, header_style="bold")
+    view.add_column("endpoint / side")
+    view.add_column("req/s (median)", justify="right")
+    view.add_column("target")
+    view.add_column("measured [95% CI]")
+    view.add_column("")
+    for result in results:
+        if view.row_count:
+            view.add_section()
+        view.add_row(Text(result.endpoint, style="bold"))
+        for label, rates in result.rates.items():
+            view.add_row(Text(f"  {label}"), f"{statistics.median(rates):,.0f}")
+        for check in result.checks:
+            interval = (
+                f" [{check['low']:.2f}, {check['high']:.2f}]" if check["low"] is not None else ""
+            )
+            view.add_row(
+                Text(f"  {check['numerator']}/{check['denominator']}"),
+                "",
+                f"{check['meaning']} {check['op']} {check['limit']:g}",
+                f"{check['ratio']:.2f}{interval}",
+                Text("met", style="green") if check["met"] else Text("NOT met", style="red"),
+            )
+    return view
+
+
+def write(results: list[Result], options: Options, path: Path) -> None:
+    data = {
+        "tool": "wrk",
+        "threads": WRK_THREADS,
+        "connections": options.connections,
+        "duration_s": options.duration_s,
+        "rounds": options.rounds,
+        "results": [asdict(r) for r in results],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(data, indent=2))
+    partial.rename(path)
+
+
+def token_for(seed: int, owner_index: int = 1) -> str:
+    """A sales rep's bearer token (owner 1: not the admin), derived, never read from the DB."""
+    return derive_token(seed, owner_index)

@@ -1,0 +1,182 @@
+"""The optimized hot path keeps the API's behaviour: the indexed router picks the route
+Starlette would, remembered encodings and pages are byte-identical to fresh ones, a request
+that borrowed no connection is not delayed by settle(), and `sixty ceiling` runs wrk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from typing import Any
+
+import msgspec
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from sixty_core.api.params import _remembered_list_query, list_query_from
+from sixty_core.api.responses import encode, encoded_once, ok
+from sixty_core.api.routing import IndexedRouter, static_index
+from sixty_core.benchkit.asgi import AsgiCaller
+from sixty_core.cache import FrozenRows, derived, freeze
+from sixty_core.db.pool import OPTIMIZED_POOL, Pool
+from sixty_core.db.recorder import Tally, recording, settle
+from sixty_core.errors import ValidationError
+from tests.test_cli import run_sixty
+
+
+def _endpoint(name: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse(f"{name} {request.path_params}")
+
+    return endpoint
+
+
+ROUTES = [
+    Route("/deals", _endpoint("list"), methods=["GET"]),
+    Route("/deals", _endpoint("create"), methods=["POST"]),
+    Route("/deals/{deal_id}", _endpoint("one"), methods=["GET"]),
+    Route("/deals/stats", _endpoint("stats"), methods=["GET"]),  # shadowed by {deal_id}
+    Route("/stages", _endpoint("stages"), methods=["GET"]),
+]
+
+
+def test_static_index_leaves_out_paths_an_earlier_route_matches() -> None:
+    index = static_index(ROUTES)
+    assert sorted(index) == ["/deals", "/stages"]
+    assert [r.methods for r in index["/deals"]] == [{"GET", "HEAD"}, {"POST"}]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/deals"),
+        ("POST", "/deals"),
+        ("DELETE", "/deals"),  # 405 from Starlette's own scan
+        ("HEAD", "/stages"),
+        ("GET", "/deals/stats"),  # Starlette picks {deal_id}: so must we
+        ("GET", "/deals/42"),
+        ("GET", "/stages/"),  # the trailing-slash redirect
+        ("GET", "/nowhere"),
+    ],
+)
+def test_indexed_router_answers_exactly_as_starlette(method: str, path: str) -> None:
+    plain = Starlette(routes=ROUTES)
+    indexed = Starlette(routes=ROUTES)
+    indexed.router = IndexedRouter(ROUTES)
+    loop = asyncio.new_event_loop()
+    try:
+        a = loop.run_until_complete(AsgiCaller(plain)(method, path))
+        b = loop.run_until_complete(AsgiCaller(indexed)(method, path))
+    finally:
+        loop.close()
+    assert (a.status, a.headers, a.body) == (b.status, b.headers, b.body)
+
+
+def test_derived_values_are_made_once_for_frozen_values_only() -> None:
+    calls: list[int] = []
+
+    def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    frozen = freeze([{"id": 1}])
+    assert isinstance(frozen, FrozenRows)
+    assert derived(frozen, "k", compute) == derived(frozen, "k", compute) == 1
+    assert derived(frozen[0], "k", compute) == 2  # a FrozenRow remembers its own
+    plain = [{"id": 1}]
+    assert derived(plain, "k", compute) == 3
+    assert derived(plain, "k", compute) == 4
+
+
+def test_a_remembered_encoding_is_byte_identical() -> None:
+    rows = [{"id": "d1", "value": 1.5, "tags": ["a", "b"], "owner": None}]
+    frozen = freeze(rows)
+    once = encoded_once(frozen)
+    assert isinstance(once, msgspec.Raw)
+    assert encoded_once(frozen) is once  # remembered
+    assert ok(frozen, count=1).body == ok(rows, count=1).body
+    assert encode({"data": once}) == encode({"data": rows})
+
+
+def test_list_query_memo_keeps_results_not_errors() -> None:
+    owner = None
+    first = list_query_from(b"limit=7&sort=name", owner)
+    assert list_query_from(b"limit=7&sort=name", owner) is first
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            list_query_from(b"limit=0", owner)
+    before = _remembered_list_query.cache_info().currsize
+    long = b"search=" + b"x" * 600
+    with pytest.raises(ValidationError):  # over MAX_SEARCH: parsed, refused, not kept
+        list_query_from(long, owner)
+    assert _remembered_list_query.cache_info().currsize == before
+
+
+async def test_settle_waits_only_when_a_connection_was_borrowed() -> None:
+    ran: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.call_soon(ran.append, "first")
+    await settle(Tally())  # borrowed nothing: returns at once
+    assert ran == []
+    await settle(Tally(db_used=True))
+    assert ran == ["first"]
+
+
+async def test_a_pool_acquire_marks_the_tally(db_dsn: str) -> None:
+    async with Pool(db_dsn, OPTIMIZED_POOL, application_name="t_mark") as pool:
+        with recording() as cached:
+            pass
+        with recording() as borrowed:
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    assert not cached.db_used
+    assert borrowed.db_used
+
+
+def need_wrk() -> None:
+    if shutil.which("wrk") is not None:
+        return
+    if os.environ.get("SIXTY_REQUIRE_WRK") == "1":
+        pytest.fail("SIXTY_REQUIRE_WRK=1, yet wrk is not installed")
+    pytest.skip("wrk is not installed (.ci/run installs it)")
+
+
+def test_sixty_ceiling_refuses_bad_values_before_starting() -> None:
+    result = run_sixty("ceiling", "--duration", "0")
+    assert result.returncode == 1
+    assert "--duration must be between" in result.stderr
+
+
+def test_sixty_ceiling_without_wrk_says_how_to_get_it(tmp_path: Any) -> None:
+    result = run_sixty("ceiling", env={"PATH": str(tmp_path)})
+    assert result.returncode == 1
+    assert "wrk is not installed" in result.stderr
+
+
+@pytest.mark.slow
+def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any) -> None:
+    need_wrk()
+    result = run_sixty(
+        "ceiling",
+        "-k",
+        "GET /api/stages",
+        "--rounds",
+        "1",
+        "--duration",
+        "1",
+        "--scale",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    data = msgspec.json.decode((tmp_path / "ceiling.json").read_bytes())
+    (stages,) = data["results"]
+    assert set(stages["rates"]) == {"legacy", "optimized", "hello"}
+    assert all(len(r) == 1 and r[0] > 0 for r in stages["rates"].values())
+    checks = {(c["numerator"], c["denominator"]) for c in stages["checks"]}
+    assert checks == {("optimized", "legacy"), ("hello", "optimized")}
+    assert "cost over bare hello" in result.stdout
