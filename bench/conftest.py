@@ -24,7 +24,7 @@ from sixty_core.db.provision import Database, connect, provision
 from sixty_core.db.seed import seed
 from sixty_core.db.template import create_database, drop_database
 from sixty_core.errors import ConfigError
-from sixty_core.profiles import resolve_profile
+from sixty_core.profiles import parse_profile_list
 from sixty_core.settings import Settings
 
 BENCH_TEMPLATE = "sixty_bench_template"
@@ -59,7 +59,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Check ``--sixty-profiles`` once, before anything runs (a UsageError is one line)."""
-    config.stash[PROFILES_KEY] = _profiles(config.getoption("--sixty-profiles"))
+    try:
+        config.stash[PROFILES_KEY] = parse_profile_list(config.getoption("--sixty-profiles"))
+    except ConfigError as exc:
+        raise pytest.UsageError(f"--sixty-profiles: {exc}") from None
 
 
 @pytest.fixture(scope="session")
@@ -126,15 +129,3 @@ def abench(
         rounds=request.config.getoption("--sixty-rounds"),
         min_batch_s=request.config.getoption("--sixty-min-batch-ms") / 1000.0,
     )
-
-
-def _profiles(option: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(name.strip() for name in option.split(",") if name.strip()))
-    if not names:
-        raise pytest.UsageError("--sixty-profiles names no profile")
-    for name in names:
-        try:
-            resolve_profile(name)
-        except ConfigError as exc:
-            raise pytest.UsageError(f"--sixty-profiles: {exc}") from None
-    return names

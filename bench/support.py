@@ -8,17 +8,13 @@ module ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, TypeVar
 
-import uvicorn
-
 from sixty_core.api import create_app
 from sixty_core.api.components import Components, build
-from sixty_core.api.server import service_config
+from sixty_core.api.server import start_on_loopback
 from sixty_core.auth import User
 from sixty_core.benchkit.asgi import AsgiCaller, lifespan
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
@@ -46,14 +42,6 @@ BENCH_EDGE_FAULTS = EdgeFaults(
     time_scale=BENCH_TIME_SCALE,
     seed=7,
 )
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without signal handlers: pytest owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class BenchStack:
@@ -148,24 +136,12 @@ class BenchStack:
         return self.run(self.components(profile).auth.authenticate(hash_token(owner.token)))
 
     def _serve(self, app: Any) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        server = _QuietServer(service_config(app, lifespan="off", timeout_graceful_shutdown=2))
-        task = self.loop.create_task(server.serve(sockets=[sock]), name=f"bench-edge-{port}")
-
-        async def started() -> None:
-            async with asyncio.timeout(10):
-                while not server.started:
-                    if task.done():
-                        raise RuntimeError("the edge upstream exited during start-up")
-                    await asyncio.sleep(0.01)
+        server, task, url = self.run(start_on_loopback(app))
 
         async def stop() -> None:
             server.should_exit = True
             async with asyncio.timeout(10):
                 await task
 
-        self.run(started())
         self._stack.push_async_callback(stop)
-        return f"http://127.0.0.1:{port}"
+        return url

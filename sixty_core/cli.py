@@ -575,13 +575,11 @@ PROBE_LEGEND = (
 
 async def _probe_profiles(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     from sixty_core.harness.probe import as_rows, comparison, markdown_table, probe_profiles
-    from sixty_core.profiles import resolve_profile
+    from sixty_core.profiles import parse_profile_list
 
     if not 1 <= args.repeats <= 1000:
         raise SixtyError(f"--repeats must be between 1 and 1000, got {args.repeats}")
-    profiles = [resolve_profile(p).name for p in args.profiles.split(",") if p.strip()]
-    if not profiles:
-        raise SixtyError("--profiles names no profile: e.g. --profiles legacy,optimized")
+    profiles = list(parse_profile_list(args.profiles))
     quiet = args.json or args.markdown
     log = workflow.StepLog(
         on_step=None if quiet else lambda name, s: out.print(f"  [green]✓[/] {name:<22} {s:6.1f} s")
@@ -619,25 +617,26 @@ if __name__ == "__main__":  # pragma: no cover
 
 def _bench(args: argparse.Namespace, out: Console) -> int:
     from sixty_core.benchkit import summary
-    from sixty_core.harness.bench import BenchOptions, parse_profiles, run_bench
+    from sixty_core.harness.bench import BenchOptions, run_bench
+    from sixty_core.profiles import parse_profile_list
 
-    if not out.is_terminal:
-        out.width = max(out.width, 132)  # a log or CI page: no need to squeeze the table
+    _widen_for_logs(out)
     if args.show is not None:
         out.print(summary.rich_table(summary.load(args.show), title=str(args.show)))
         return 0
     options = BenchOptions(
         quick=args.quick,
-        profiles=parse_profiles(args.profiles),
+        profiles=parse_profile_list(args.profiles),
         out=args.out,
         keyword=args.keyword,
         suites=args.suites,
     )
     started = time.monotonic()
     path = run_bench(options, out)
-    out.print(summary.rich_table(summary.load(path)))
+    results = summary.load(path)
+    out.print(summary.rich_table(results))
     out.print(
-        f"[green]✓[/] {len(summary.load(path)['benchmarks'])} benchmarks in "
+        f"[green]✓[/] {len(results['benchmarks'])} benchmarks in "
         f"{time.monotonic() - started:.0f} s; results: {path} (table: {path.with_suffix('.md')})"
     )
     return 0
@@ -653,8 +652,7 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
     if not 1 <= args.connections <= 1000:
         raise SixtyError(f"--connections must be between 1 and 1000, got {args.connections}")
     ceiling.wrk_path()
-    if not out.is_terminal:
-        out.width = max(out.width, 132)  # a log or CI page: no need to squeeze the table
+    _widen_for_logs(out)
     log = _step_printer(out)
     async with workflow.seeded_database(settings, log=log) as (database, _):
         options = ceiling.Options(
@@ -672,3 +670,9 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
         ceiling.write(results, options, path)
         out.print(f"results: {path}")
     return 0
+
+
+def _widen_for_logs(out: Console) -> None:
+    """Printing to a log or a CI page, not a terminal: do not squeeze wide tables to 80."""
+    if not out.is_terminal:
+        out.width = max(out.width, 132)

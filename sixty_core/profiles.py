@@ -89,6 +89,18 @@ def resolve_profile(name: str) -> Profile:
     )
 
 
+def parse_profile_list(text: str) -> tuple[str, ...]:
+    """``"legacy, optimized"`` -> each named profile's canonical name, in order, without
+    repeats (the ``--profiles`` option of several commands). ConfigError for an unknown
+    profile, or for a list that names none."""
+    names = tuple(
+        dict.fromkeys(resolve_profile(part).name for part in text.split(",") if part.strip())
+    )
+    if not names:
+        raise ConfigError("--profiles names no profile: e.g. --profiles legacy,optimized")
+    return names
+
+
 def _check_flag(flag: str, profile_name: str) -> None:
     if flag not in FLAGS:
         raise ConfigError(

@@ -4,21 +4,18 @@ and a fresh clone of it per test (CREATE DATABASE ... TEMPLATE is a file copy: c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import asyncpg
 import pytest
 import pytest_asyncio
-import uvicorn
 from starlette.types import ASGIApp
 
-from sixty_core.api.server import service_config
+from sixty_core.api.server import QuietServer, start_on_loopback
 from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, connect, provision
 from sixty_core.db.seed import seed
@@ -95,34 +92,15 @@ async def db_conn(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves pytest's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[..., Awaitable[str]]]:
     """Start ASGI apps under real uvicorn servers on free 127.0.0.1 ports; stop them after."""
-    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    running: list[tuple[QuietServer, asyncio.Task[None]]] = []
 
     async def start(app: ASGIApp, lifespan: Literal["auto", "on", "off"] = "off") -> str:
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when
-        # the listener's proto says TCP; with proto 0 every keep-alive request pays ~40 ms.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        # The service's own configuration: httptools with the request-head bounds.
-        server = _QuietServer(service_config(app, lifespan=lifespan, timeout_graceful_shutdown=2))
-        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"test-server-{port}")
+        server, task, url = await start_on_loopback(app, lifespan=lifespan)
         running.append((server, task))
-        async with asyncio.timeout(10):
-            while not server.started:
-                assert not task.done(), "uvicorn exited during startup"
-                await asyncio.sleep(0.01)
-        return f"http://127.0.0.1:{port}"
+        return url
 
     yield start
     for server, _ in running:

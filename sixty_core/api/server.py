@@ -23,6 +23,9 @@ times slower.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import uvicorn
@@ -164,3 +167,37 @@ def service_config(
         lifespan=lifespan,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
     )
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers, for a server embedded in another program
+    (a test session, a benchmark) whose signals belong to that program."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def start_on_loopback(
+    app: Any,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "off",
+    timeout_s: float = 10.0,
+) -> tuple[QuietServer, asyncio.Task[None], str]:
+    """Serve ``app`` with :func:`service_config` on a free 127.0.0.1 port, in a task of the
+    running loop. Returns once it is accepting: the server (set ``should_exit`` and await
+    the task to stop it), its task and its base URL. RuntimeError if it exits during
+    start-up; TimeoutError after ``timeout_s``."""
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when
+    # the listener's proto says TCP; with proto 0 every keep-alive request pays ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = QuietServer(service_config(app, lifespan=lifespan, timeout_graceful_shutdown=2))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"loopback-server-{port}")
+    async with asyncio.timeout(timeout_s):
+        while not server.started:
+            if task.done():
+                raise RuntimeError(f"the server on port {port} exited during start-up")
+            await asyncio.sleep(0.01)
+    return server, task, f"http://127.0.0.1:{port}"

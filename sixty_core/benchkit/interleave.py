@@ -13,11 +13,11 @@ import asyncio
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-Call = Callable[[], Awaitable[Any]]
+from sixty_core.benchkit.counters import Call
 
 #: Bootstrap resamples for a ratio's interval; the resampling RNG is seeded so the same
 #: samples always give the same interval.

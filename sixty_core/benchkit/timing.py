@@ -19,17 +19,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sixty_core.benchkit.counters import (
+    Call,
     CounterSource,
     allocations_per_call,
     count_calls,
 )
 from sixty_core.benchkit.interleave import Interleaved
-
-Call = Callable[[], Awaitable[Any]]
 
 #: Calls per counting pass: enough to average out a first-call effect, cheap under memray.
 COUNTING_CALLS = 20

@@ -25,8 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import sixty_core
 from sixty_core.benchkit import summary
 from sixty_core.benchkit.progress import PROGRESS_ENV
-from sixty_core.errors import ConfigError, SixtyError
-from sixty_core.profiles import resolve_profile
+from sixty_core.errors import SixtyError
 
 #: The whole run is bounded: a suite that hangs is killed, and the run fails.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -58,16 +57,6 @@ class BenchOptions:
     keyword: str | None = None
     suites: Path | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
-
-
-def parse_profiles(text: str) -> tuple[str, ...]:
-    """``"legacy,optimized"`` -> the profile names, each checked (ConfigError if unknown)."""
-    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    if not names:
-        raise ConfigError("--profiles names no profile (e.g. --profiles legacy,optimized)")
-    for name in names:
-        resolve_profile(name)
-    return names
 
 
 def find_suites(explicit: Path | None) -> Path:

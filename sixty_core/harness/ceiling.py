@@ -15,12 +15,9 @@ import contextlib
 import json
 import re
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +31,13 @@ from rich.text import Text
 
 from sixty_core.benchkit.interleave import bootstrap_median_interval
 from sixty_core.errors import SixtyError
-from sixty_core.harness.servers import Supervisor, free_port
+from sixty_core.harness.servers import (
+    Supervisor,
+    free_port,
+    spawn_server,
+    stop_processes,
+    wait_answering,
+)
 from sixty_core.tokens import derive_token
 
 #: wrk's own thread count; the machine has two cores and the servers need them too.
@@ -178,45 +181,20 @@ class BareServer:
     def __init__(self, app: str, dsn: str, log_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log_dir / f"bare-{app}.log"
-        with self._log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sixty_core.harness.servers",
-                    "bare",
-                    "--app",
-                    app,
-                    "--dsn",
-                    dsn,
-                    "--port",
-                    str(self.port),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        log = log_dir / f"bare-{app}.log"
+        self.process = spawn_server(
+            ["bare", "--app", app, "--dsn", dsn, "--port", str(self.port)], log
+        )
+        # The lookup answers 404 for an unknown id: enough to know it serves.
         probe = "/hello" if app == "hello" else "/deals/00000000-0000-4000-8000-000000000000"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise CeilingError(f"bare {app} exited: {self._log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + probe, timeout=2).status_code in (200, 404):
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise CeilingError(f"bare {app} did not answer within 60 s")
+        try:
+            wait_answering(f"bare {app}", self.process, self.url + probe, log, 60, ok=(200, 404))
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_processes([self.process])
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# --- child processes ----------------------------------------------------------------------
+
+
+def spawn_server(
+    args: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m sixty_core.harness.servers ARGS`` with its output in ``log_path``
+    (a file, never a pipe nobody reads: a full pipe blocks the child)."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sixty_core.harness.servers", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+
+
+def wait_answering(
+    name: str,
+    process: subprocess.Popen[bytes],
+    url: str,
+    log_path: Path,
+    timeout_s: float,
+    *,
+    ok: Collection[int] = (200,),
+) -> None:
+    """Return once ``url`` answers with a status in ``ok``; ProvisionError with the child's
+    last output if it exits first, or after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = log_path.read_text(errors="replace")
+            raise ProvisionError(
+                f"the {name} process exited with code {process.returncode}:\n{output[-2000:]}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code in ok:
+                return
+        time.sleep(0.1)
+    raise ProvisionError(
+        f"the {name} process did not become healthy within {timeout_s:.0f} s ({url})"
+    )
+
+
+def stop_processes(
+    processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = DEFAULT_STOP_TIMEOUT_S
+) -> None:
+    """SIGINT every process still running, wait up to ``timeout_s`` in all, then SIGKILL."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 # --- supervisor ---------------------------------------------------------------------------
 
 
@@ -257,49 +319,18 @@ class Supervisor:
         return self.log_dir / f"{name}.log"
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {}
         if name == "service" and self.test_faults:
             env["SIXTY_TEST_FAULTS"] = ",".join(sorted(self.test_faults))
-        # Output goes to a file, never a pipe nobody reads (a full pipe blocks the child).
-        with self.log_path(name).open("wb") as log:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "sixty_core.harness.servers", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        self.processes[name] = spawn_server(args, self.log_path(name), env=env)
 
     def _wait_healthy(self, name: str, url: str) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        process = self.processes[name]
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                output = self.log_path(name).read_text(errors="replace")
-                raise ProvisionError(
-                    f"the {name} process exited with code {process.returncode}:\n{output[-2000:]}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise ProvisionError(
-            f"the {name} process did not become healthy within {self.start_timeout_s:.0f} s ({url})"
-        )
+        wait_answering(name, self.processes[name], url, self.log_path(name), self.start_timeout_s)
 
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """SIGINT every child, wait up to ``timeout_s``, then SIGKILL what is left; remove
         the log directory this supervisor made, unless ``keep_logs``."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout_s
-        for process in self.processes.values():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_processes(self.processes.values(), timeout_s)
         self.processes.clear()
         if self._own_log_dir and not self.keep_logs and self.log_dir is not None:
             shutil.rmtree(self.log_dir, ignore_errors=True)
