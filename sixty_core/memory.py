@@ -98,11 +98,12 @@ def process_rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def process_peak_rss_bytes() -> int | None:
-    """The kernel's high-water mark of this process's RSS (``VmHWM`` in
-    ``/proc/self/status``), in bytes; None where the kernel does not report it."""
+def process_peak_rss_bytes(pid: int | None = None) -> int | None:
+    """The kernel's high-water mark of the RSS of process ``pid`` (this one by default):
+    ``VmHWM`` in ``/proc/<pid>/status``, in bytes; None where the kernel does not report
+    it or the process is gone."""
     try:
-        with open("/proc/self/status", "rb") as status:
+        with open(f"/proc/{pid or 'self'}/status", "rb") as status:
             for line in status:
                 if line.startswith(b"VmHWM:"):
                     return int(line.split()[1]) * 1024  # reported in kB
