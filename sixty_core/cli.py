@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -27,6 +28,7 @@ from sixty_core.db.provision import Database, connect, provision
 from sixty_core.db.seed import SeedReport, seed
 from sixty_core.errors import SixtyError
 from sixty_core.faults import TEST_FAULTS
+from sixty_core.load.scenario import Scenario
 from sixty_core.settings import DB_BACKENDS, DEFAULT_SEED, DEFAULT_SEED_SCALE, Settings
 from sixty_core.types import Environ
 
@@ -213,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print a Markdown table (the README's)"
     )
     _add_bench_parser(commands)
+    _add_load_parser(commands)
     ceiling = commands.add_parser(
         "ceiling",
         help="hot endpoints' throughput from outside (wrk) beside the bare limits",
@@ -236,6 +239,85 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="also write ceiling.json into this folder"
     )
     return parser
+
+
+def _add_load_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sixty_core.load.scenario import SCENARIOS
+    from sixty_core.load.shapes import SHAPES
+
+    load = commands.add_parser(
+        "load",
+        help="run a Locust load scenario against the service, with live probes",
+        description="Run the standard load scenario (loadtests/locustfile.py: sales reps, "
+        "managers, feed viewers, each with the client behaviour of the profile under test) "
+        "headless against the service: by default Postgres, the edge upstream (with the "
+        "scenario's faults) and the service are started here with --profile; --host uses a "
+        "running service instead. While it runs, /metrics and the service's RSS are "
+        "sampled at 2 Hz. Writes DIR/load.json (per endpoint: requests, failures by reason, "
+        "exact p50/p95/p99 with 95%% bootstrap intervals, req/s; the failure rate, deal "
+        "creation latency, duplicates, contract violations, cache hit rate, pool efficiency "
+        "and peak RSS), Locust's CSV and HTML, the raw samples and the time series, then "
+        "prints a summary. For several machines, see the README (Locust --master/--worker).",
+    )
+    target = load.add_mutually_exclusive_group()
+    target.add_argument(
+        "--profile",
+        default=None,
+        help="profile to start and load: legacy, optimized, optimized-no-FLAG, legacy+FLAG "
+        "(default optimized)",
+    )
+    target.add_argument(
+        "--host", default=None, help="a running sixty service to load, e.g. http://127.0.0.1:8000"
+    )
+    load.add_argument(
+        "--shape", choices=SHAPES, default="steady", help="load shape (default steady)"
+    )
+    load.add_argument(
+        "--scenario",
+        default="standard",
+        metavar="NAME|FILE.json",
+        help=f"a named scenario ({', '.join(sorted(SCENARIOS))}; default standard: 32 users, "
+        "60 s, seed scale 4, edge faults) or a JSON file of one (sixty_core/load/scenario.py)",
+    )
+    load.add_argument("--users", type=int, default=None, help="peak users (default: scenario's)")
+    load.add_argument(
+        "--spawn-rate",
+        type=float,
+        default=None,
+        help="users started per second (default: scenario's)",
+    )
+    load.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of load (default: scenario's, soak 600)",
+    )
+    load.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="local Locust worker processes under a master (default 0: one process)",
+    )
+    load.add_argument(
+        "--client",
+        choices=("legacy", "optimized"),
+        default=None,
+        help="client behaviour (default: the one that goes with the profile)",
+    )
+    load.add_argument("--seed", type=int, default=None, help="with --host: the service's seed")
+    load.add_argument(
+        "--seed-scale",
+        dest="scale",
+        type=int,
+        default=None,
+        help="with --host: the service's seed scale",
+    )
+    load.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: a new one under reports/runs/)",
+    )
 
 
 def _add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -320,6 +402,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, out: Console) 
         return await asyncio.to_thread(_bench, args, out)
     if args.command == "ceiling":
         return await _ceiling(args, settings, out)
+    if args.command == "load":
+        return await _load(args, settings, out)
     if args.command == "serve":
         return await _serve(args, settings, out)
     if args.command == "probe":
@@ -613,6 +697,74 @@ def _first_non_admin(tokens_file: Path) -> str | None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _scenario(text: str) -> Scenario:
+    """A named scenario, or one read from a JSON file; SixtyError saying which are known."""
+    from sixty_core.load.scenario import SCENARIOS, Scenario
+
+    if text in SCENARIOS:
+        return SCENARIOS[text]
+    if not text.endswith(".json"):
+        raise SixtyError(
+            f"unknown scenario {text!r}: use one of {', '.join(sorted(SCENARIOS))} "
+            "or a path to a scenario .json file"
+        )
+    try:
+        return Scenario.from_json(Path(text).read_bytes())
+    except OSError as exc:
+        raise SixtyError(f"cannot read scenario file {text}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise SixtyError(f"{text}: {exc}") from None
+
+
+async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from sixty_core.harness import load
+    from sixty_core.harness.bench import new_run_dir
+    from sixty_core.load.shapes import DEFAULT_DURATION_S
+    from sixty_core.profiles import resolve_profile
+
+    scenario = _scenario(args.scenario)
+    duration = args.duration
+    if duration is None and args.shape == "soak":
+        duration = DEFAULT_DURATION_S["soak"]
+    if args.users is not None and not 1 <= args.users <= 10_000:
+        raise SixtyError(f"--users must be between 1 and 10000, got {args.users}")
+    if args.spawn_rate is not None and not 0 < args.spawn_rate <= 10_000:
+        raise SixtyError(f"--spawn-rate must be above 0 (and at most 10000), got {args.spawn_rate}")
+    if duration is not None and not 1 <= duration <= 86_400:
+        raise SixtyError(f"--duration must be between 1 and 86400 seconds, got {duration:g}")
+    if not 0 <= args.workers <= 64:
+        raise SixtyError(f"--workers must be between 0 and 64, got {args.workers}")
+    if args.host is None and (args.seed is not None or args.scale is not None):
+        raise SixtyError("--seed and --seed-scale describe a running service: use them with --host")
+    scenario = scenario.with_overrides(
+        users=args.users, spawn_rate=args.spawn_rate, duration_s=duration
+    )
+    if args.seed is not None or args.scale is not None:
+        scenario = msgspec.structs.replace(
+            scenario,
+            seed=scenario.seed if args.seed is None else args.seed,
+            seed_scale=scenario.seed_scale if args.scale is None else args.scale,
+        )
+    profile = None if args.host else resolve_profile(args.profile or "optimized").name
+    options = load.LoadOptions(
+        scenario=scenario,
+        shape=args.shape,
+        out=(args.out or new_run_dir(f"load-{profile or 'host'}")).resolve(),
+        profile=profile,
+        host=args.host,
+        client=args.client,
+        workers=args.workers,
+        progress=out.is_terminal,
+    )
+    _widen_for_logs(out)
+    outcome = await load.run(options, settings, out)
+    out.print(load.summary_table(outcome))
+    for line in load.headline(outcome):
+        out.print(line)
+    out.print(f"results: {options.out / 'load.json'}")
+    return 0
 
 
 def _bench(args: argparse.Namespace, out: Console) -> int:
