@@ -242,7 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_load_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from sixty_core.load.scenario import SCENARIOS
     from sixty_core.load.shapes import SHAPES
 
     load = commands.add_parser(
@@ -254,7 +253,7 @@ def _add_load_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "scenario's faults) and the service are started here with --profile; --host uses a "
         "running service instead. While it runs, /metrics and the service's RSS are "
         "sampled at 2 Hz. Writes DIR/load.json (per endpoint: requests, failures by reason, "
-        "exact p50/p95/p99 with 95%% bootstrap intervals, req/s; the failure rate, deal "
+        "exact p50/p95/p99 with 95% bootstrap intervals, req/s; the failure rate, deal "
         "creation latency, duplicates, contract violations, cache hit rate, pool efficiency "
         "and peak RSS), Locust's CSV and HTML, the raw samples and the time series, then "
         "prints a summary. For several machines, see the README (Locust --master/--worker).",
@@ -276,8 +275,8 @@ def _add_load_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "--scenario",
         default="standard",
         metavar="NAME|FILE.json",
-        help=f"a named scenario ({', '.join(sorted(SCENARIOS))}; default standard: 32 users, "
-        "60 s, seed scale 4, edge faults) or a JSON file of one (sixty_core/load/scenario.py)",
+        help="a named scenario (standard: 32 users, 60 s, seed scale 4, edge faults; the "
+        "default) or a JSON file of one (fields as in sixty_core/load/scenario.py)",
     )
     load.add_argument("--users", type=int, default=None, help="peak users (default: scenario's)")
     load.add_argument(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -135,6 +136,8 @@ def locust_commands(options: LoadOptions, host: str, out: Path) -> list[list[str
         "--html",
         str(out / "locust.html"),
         "--only-summary",
+        "--json-file",
+        str(out / "locust"),
         "--exit-code-on-error",
         "0",
     ]
@@ -158,7 +161,13 @@ def locust_commands(options: LoadOptions, host: str, out: Path) -> list[list[str
 
 
 def locust_total(out: Path) -> int | None:
-    """Locust's own request count (the ``Aggregated`` row of its stats CSV)."""
+    """Locust's own request count: its ``--json-file`` (written after the users stopped,
+    so a request finishing during shutdown is in it, unlike the CSV's last row), else the
+    ``Aggregated`` row of its stats CSV."""
+    stats = out / "locust.json"
+    if stats.exists():
+        entries = json.loads(stats.read_text())
+        return sum(int(entry["num_requests"]) for entry in entries)
     path = out / "locust_stats.csv"
     if not path.exists():
         return None
