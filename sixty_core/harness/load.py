@@ -87,11 +87,14 @@ def check_host(url: str, *, seed: int, scale: int) -> str:
             f"{health.status_code} without a profile"
         )
     owners = seeded_owners(scale, seed)
-    probe = httpx.get(
-        f"{base}/api/stages",
-        headers={"Authorization": f"Bearer {owners[-1].token}"},
-        timeout=HOST_CHECK_TIMEOUT_S,
-    )
+    try:
+        probe = httpx.get(
+            f"{base}/api/stages",
+            headers={"Authorization": f"Bearer {owners[-1].token}"},
+            timeout=HOST_CHECK_TIMEOUT_S,
+        )
+    except httpx.HTTPError as exc:
+        raise SixtyError(f"{base} stopped answering ({type(exc).__name__}: {exc})") from None
     if probe.status_code == 401:
         raise SixtyError(
             f"{base} refuses the tokens of seed {seed} at scale {scale}: pass the --seed and "
