@@ -14,6 +14,10 @@ on a fault by name (``SIXTY_TEST_FAULTS=a,b`` or ``sixty serve --inject NAME``):
                     counted like any other: a gate on statements per request must fail
 ``uncounted_query`` every authenticated request sends one statement on a connection that
                     carries no counter: the headers then under-count what Postgres saw
+``task_per_request`` every authenticated request starts an asyncio task that sleeps for an
+                    hour, held by nobody but a module-level set (no memory-manager scope)
+``growing_list``    every authenticated request appends a small record (a dict and a
+                    200-char string) to a module-level list that is never trimmed
 =================== =========================================================================
 """
 
@@ -34,7 +38,23 @@ TEST_FAULTS: dict[str, str] = {
     "feed_listener_leak": "feed listeners are never removed when a client disconnects",
     "extra_query": "every authenticated request sends one extra, counted statement",
     "uncounted_query": "every authenticated request sends one statement the counter misses",
+    "task_per_request": "every authenticated request starts a task that nobody ends",
+    "growing_list": "every authenticated request appends a record to a module-level list",
 }
+
+#: What the leak faults hold on to. Module-level on purpose: that is the leak.
+_ORPHAN_TASKS: set[asyncio.Task[None]] = set()
+_GROWING_LIST: list[dict[str, object]] = []
+
+
+def _start_orphan_task() -> None:
+    _ORPHAN_TASKS.add(asyncio.get_running_loop().create_task(asyncio.sleep(3600)))
+
+
+def _grow_module_list() -> None:
+    # Small objects on purpose: they live in the interpreter's own allocator, whose
+    # allocated-block count is one of the counters a leak check watches.
+    _GROWING_LIST.append({"n": len(_GROWING_LIST), "note": "x" * 200})
 
 
 def parse_faults(names: str | Iterable[str]) -> frozenset[str]:
@@ -74,6 +94,10 @@ class TestFaults:
         if "extra_query" in self.names:
             async with pool.acquire() as conn:
                 await conn.execute("SELECT 1")
+        if "task_per_request" in self.names:
+            _start_orphan_task()
+        if "growing_list" in self.names:
+            _grow_module_list()
         if "uncounted_query" in self.names:
             async with self._lock:
                 if self._raw is None:

@@ -13,6 +13,9 @@ it on loopback or behind the network policy that guards the scraper, as the harn
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,6 +197,14 @@ class ComponentsCollector(Collector):
         yield _gauge(
             "sixty_process_rss_bytes", "Resident set size at last sample", s["rss_mb"] * 1024 * 1024
         )
+        # For leak checks from outside: every live Python object block, and every asyncio
+        # task of the service's loop (tracked by a scope or not).
+        yield _gauge(
+            "sixty_process_allocated_blocks",
+            "Memory blocks the interpreter has allocated (sys.getallocatedblocks)",
+            sys.getallocatedblocks(),
+        )
+        yield _gauge("sixty_asyncio_tasks", "Tasks of the event loop", _loop_tasks())
         for key in (
             "scopes_open",
             "scopes_leaking",
@@ -243,11 +254,22 @@ class ComponentsCollector(Collector):
         yield from (requests, queries, lookups, joined)
 
 
+def _loop_tasks() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # collected outside a running loop
+        return 0
+
+
 def metrics_endpoint(comp: Components) -> Any:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ComponentsCollector(comp))
 
     async def metrics(request: Request) -> Response:
+        """``?collect=1`` runs the cyclic garbage collector first, so the allocated-block
+        count a leak check compares is not noise of garbage not yet collected."""
+        if request.query_params.get("collect") == "1":
+            gc.collect()
         comp.memory.sample()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
 

@@ -157,14 +157,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- child processes ----------------------------------------------------------------------
 
 
+#: How a server process is started: the module after ``python``.
+SERVERS_MODULE: tuple[str, ...] = ("-m", "sixty_core.harness.servers")
+
+
 def spawn_server(
-    args: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None
+    args: Sequence[str],
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    launcher: Sequence[str] = SERVERS_MODULE,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m sixty_core.harness.servers ARGS`` with its output in ``log_path``
-    (a file, never a pipe nobody reads: a full pipe blocks the child)."""
+    """Start ``python LAUNCHER ARGS`` (by default ``python -m sixty_core.harness.servers
+    ARGS``; a tracer may wrap it, e.g. ``-m memray run ... -m sixty_core.harness.servers``)
+    with its output in ``log_path`` (a file, never a pipe nobody reads: a full pipe blocks
+    the child)."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "sixty_core.harness.servers", *args],
+            [sys.executable, *launcher, *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -249,6 +259,9 @@ class Supervisor:
     log_dir: Path | None = None
     keep_logs: bool = False
     test_faults: frozenset[str] = frozenset()
+    #: How the service process is started, and extra environment for it (a tracer).
+    service_launcher: tuple[str, ...] = SERVERS_MODULE
+    service_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _own_log_dir: bool = field(default=False, init=False)
 
@@ -320,9 +333,13 @@ class Supervisor:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         env = {}
-        if name == "service" and self.test_faults:
-            env["SIXTY_TEST_FAULTS"] = ",".join(sorted(self.test_faults))
-        self.processes[name] = spawn_server(args, self.log_path(name), env=env)
+        launcher = SERVERS_MODULE
+        if name == "service":
+            env.update(self.service_env)
+            launcher = self.service_launcher
+            if self.test_faults:
+                env["SIXTY_TEST_FAULTS"] = ",".join(sorted(self.test_faults))
+        self.processes[name] = spawn_server(args, self.log_path(name), env=env, launcher=launcher)
 
     def _wait_healthy(self, name: str, url: str) -> None:
         wait_answering(name, self.processes[name], url, self.log_path(name), self.start_timeout_s)
