@@ -139,6 +139,9 @@ class MemrayFindings(msgspec.Struct):
     capture: str
     flamegraph: str | None
     peak_heap_mb: float
+    #: memray's live heap from the end of the warm-up to the last cycle, per 10k requests:
+    #: the flatness figure (RSS under tracing also holds memray's own capture buffers).
+    heap_slope_mb_per_10k_requests: float | None
     leaked_bytes: int
     survivor_bytes_by_component: dict[str, int]
     sites: list[Site]
@@ -353,8 +356,8 @@ def verdicts(samples: Sequence[CycleSample]) -> list[Verdict]:
 
 def rss_slope(samples: Sequence[CycleSample]) -> float | None:
     """RSS growth in MB per 10,000 requests over the tracked cycles (least squares)."""
-    tracked = [s for s in samples if s.phase in ("baseline", "cycle")]
-    tracked = tracked[[s.phase for s in tracked].index("baseline") :]
+    baseline = next(s for s in samples if s.phase == "baseline")
+    tracked = [baseline, *[s for s in samples if s.phase == "cycle" and s.cycle > baseline.cycle]]
     if len(tracked) < 3 or tracked[-1].requests == tracked[0].requests:
         return None
     x = np.array([s.requests for s in tracked], dtype=float)
@@ -414,10 +417,18 @@ def _site_of(frames: Sequence[tuple[str, str, int]]) -> tuple[str, str] | None:
     return " <- ".join(_frame_text(f) for f in chosen[:2]), component
 
 
-def memray_findings(capture: Path, flamegraph: Path | None, since: float) -> MemrayFindings:
-    """What ``capture`` says: peak heap, bytes never freed, and the sites whose
-    allocations made after ``since`` (epoch seconds: the end of the warm-up) were never
-    freed, most first. Python-allocator records only; import-time allocations skipped."""
+def _heap_at(snapshots: Sequence[Any], t: float) -> int | None:
+    before = [snap.heap for snap in snapshots if snap.time / 1000 <= t]
+    return before[-1] if before else None
+
+
+def memray_findings(
+    capture: Path, flamegraph: Path | None, since: float, until: float, requests: int
+) -> MemrayFindings:
+    """What ``capture`` says: peak heap, the heap's growth from ``since`` to ``until``
+    (epoch seconds: the end of the warm-up and of the last cycle) over ``requests``, bytes
+    never freed, and the sites whose allocations made after ``since`` were never freed,
+    most first. Python-allocator records only; import-time allocations skipped."""
     from memray import AllocatorType, FileReader
 
     reader = FileReader(str(capture))
@@ -453,10 +464,15 @@ def memray_findings(capture: Path, flamegraph: Path | None, since: float) -> Mem
         peak = reader.metadata.peak_memory
     finally:
         reader.close()
+    start, end = _heap_at(snapshots, since), _heap_at(snapshots, until)
+    slope = None
+    if start is not None and end is not None and requests > 0:
+        slope = (end - start) / 2**20 / requests * 10_000
     return MemrayFindings(
         capture=str(capture),
         flamegraph=str(flamegraph) if flamegraph else None,
         peak_heap_mb=peak / 2**20,
+        heap_slope_mb_per_10k_requests=slope,
         leaked_bytes=leaked,
         survivor_bytes_by_component=dict(sorted(by_component.items(), key=lambda kv: -kv[1])),
         sites=ranked[:40],
@@ -618,8 +634,11 @@ async def run(options: LeakOptions, settings: Settings, console: Console) -> Lea
             flame = await asyncio.to_thread(
                 write_flamegraph, capture, out / "leaks-flamegraph.html"
             )
-            since = next(s for s in samples if s.phase == "baseline").t
-            findings = await asyncio.to_thread(memray_findings, capture, flame, since)
+            start = next(s for s in samples if s.phase == "baseline")
+            end = [s for s in samples if s.phase == "cycle"][-1]
+            findings = await asyncio.to_thread(
+                memray_findings, capture, flame, start.t, end.t, end.requests - start.requests
+            )
     found = attach_stacks(found, findings, flat_components(samples, found))
     result = LeakResult(
         schema=SCHEMA,
@@ -679,8 +698,14 @@ def summary(result: LeakResult) -> list[str]:
         lines.append(f"peak heap (memray)  {result.memray.peak_heap_mb:.1f} MB")
     if result.peak_rss_mb is not None:
         lines.append(f"peak RSS (VmHWM)    {result.peak_rss_mb:.1f} MB")
+    if result.memray is not None and result.memray.heap_slope_mb_per_10k_requests is not None:
+        lines.append(
+            f"heap slope          {result.memray.heap_slope_mb_per_10k_requests:+.2f} MB per "
+            "10k requests after warm-up (memray)"
+        )
     if result.rss_slope_mb_per_10k_requests is not None:
         lines.append(
-            f"RSS slope           {result.rss_slope_mb_per_10k_requests:+.2f} MB per 10k requests"
+            f"RSS slope           {result.rss_slope_mb_per_10k_requests:+.2f} MB per 10k requests "
+            "(under tracing: includes memray's buffers)"
         )
     return lines
