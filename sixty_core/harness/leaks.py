@@ -135,6 +135,37 @@ class Verdict(msgspec.Struct):
     stack: list[str] | None = None
 
 
+class PeakAllocator(msgspec.Struct):
+    """Memory held at the heap's peak by one site: the innermost ``sixty_core`` frame
+    outside the plumbing; for what importing modules allocated, the ``import`` line
+    (component ``imports``); else the innermost frame (component ``other``)."""
+
+    site: str
+    component: str
+    bytes: int
+    allocations: int
+
+
+def peak_allocators(reader: Any, limit: int = 10) -> list[PeakAllocator]:
+    """The sites holding most memory at the peak of ``reader``'s capture."""
+    sites: dict[str, PeakAllocator] = {}
+    for record in reader.get_high_watermark_allocation_records(merge_threads=True):
+        frames = list(record.stack_trace())
+        where = _site_of(frames)
+        if _at_import(frames):
+            ours = [f for f in frames if "sixty_core/" in f[1]]
+            where = (_frame_text(ours[0]) if ours else "(imports)", "imports")
+        elif where is None:
+            where = (_frame_text(frames[0]) if frames else "(no Python frame)", "other")
+        key, component = where
+        entry = sites.get(key)
+        if entry is None:
+            entry = sites[key] = PeakAllocator(key, component, 0, 0)
+        entry.bytes += record.size
+        entry.allocations += record.n_allocations
+    return sorted(sites.values(), key=lambda p: p.bytes, reverse=True)[:limit]
+
+
 class MemrayFindings(msgspec.Struct):
     capture: str
     flamegraph: str | None
@@ -145,6 +176,7 @@ class MemrayFindings(msgspec.Struct):
     leaked_bytes: int
     survivor_bytes_by_component: dict[str, int]
     sites: list[Site]
+    at_peak: list[PeakAllocator] = []
 
 
 class LeakResult(msgspec.Struct):
@@ -462,6 +494,7 @@ def memray_findings(
         for site in ranked:
             by_component[site.component] = by_component.get(site.component, 0) + site.survivor_bytes
         peak = reader.metadata.peak_memory
+        at_peak = peak_allocators(reader)
     finally:
         reader.close()
     start, end = _heap_at(snapshots, since), _heap_at(snapshots, until)
@@ -476,6 +509,7 @@ def memray_findings(
         leaked_bytes=leaked,
         survivor_bytes_by_component=dict(sorted(by_component.items(), key=lambda kv: -kv[1])),
         sites=ranked[:40],
+        at_peak=at_peak,
     )
 
 
