@@ -313,6 +313,12 @@ def _add_load_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="with --host: the service's seed scale",
     )
     load.add_argument(
+        "--memray",
+        action="store_true",
+        help="run the service under memray for its peak heap and top allocators at the peak "
+        "(slows it about 1.7x: keep it apart from throughput runs)",
+    )
+    load.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -780,6 +786,8 @@ async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> i
         raise SixtyError(f"--duration must be between 1 and 86400 seconds, got {duration:g}")
     if not 0 <= args.workers <= 64:
         raise SixtyError(f"--workers must be between 0 and 64, got {args.workers}")
+    if args.host is not None and args.memray:
+        raise SixtyError("--memray traces a service this command starts: not with --host")
     if args.host is None and (args.seed is not None or args.scale is not None):
         raise SixtyError("--seed and --seed-scale describe a running service: use them with --host")
     scenario = scenario.with_overrides(
@@ -801,6 +809,7 @@ async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> i
         client=args.client,
         workers=args.workers,
         progress=out.is_terminal,
+        memray=args.memray,
     )
     _widen_for_logs(out)
     outcome = await load.run(options, settings, out)

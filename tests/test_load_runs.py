@@ -262,6 +262,7 @@ def test_a_host_that_does_not_speak_the_api(
         (["--scenario", "huge"], "unknown scenario 'huge'"),
         (["--scenario", "missing.json"], "cannot read scenario file missing.json"),
         (["--seed-scale", "2"], "use them with --host"),
+        (["--host", "http://127.0.0.1:9", "--memray"], "not with --host"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_starts(
@@ -295,3 +296,15 @@ def test_a_malformed_scenario_file_names_the_problem(
     path.write_text(json.dumps({**json.loads(STANDARD.to_json()), "users": "many"}))
     err = failing(capsys, "--scenario", str(path), "--out", str(tmp_path / "o"))
     assert "bad.json" in err and "users" in err
+
+
+def test_a_traced_load_run_reports_the_heap_peak_and_who_holds_it(
+    tmp_path: Path, scenario_file: Path
+) -> None:
+    outcome = run_load(
+        tmp_path / "run", "--profile", "optimized", "--scenario", str(scenario_file), "--memray"
+    )
+    assert outcome.memray is not None and outcome.memray.peak_heap_mb > 1
+    assert outcome.memray.at_peak and outcome.memray.at_peak[0].bytes > 0
+    assert outcome.peak_rss.source == "VmHWM, traced by memray"
+    assert outcome.service.rss_slope_mb_per_10k_requests is None

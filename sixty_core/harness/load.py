@@ -34,11 +34,17 @@ from rich.table import Table
 from sixty_core.db import workflow
 from sixty_core.db.seed import seeded_owners
 from sixty_core.errors import SixtyError
-from sixty_core.harness.servers import EdgeOptions, Supervisor, free_port, stop_processes
+from sixty_core.harness.servers import (
+    SERVERS_MODULE,
+    EdgeOptions,
+    Supervisor,
+    free_port,
+    stop_processes,
+)
 from sixty_core.load import contract, result, samples
 from sixty_core.load.inserts import InsertWatcher
 from sixty_core.load.probes import ServiceProbe, run_figures
-from sixty_core.load.result import LoadResult, PeakMemory
+from sixty_core.load.result import HeapAtPeak, LoadMemray, LoadResult, PeakMemory
 from sixty_core.load.scenario import Scenario, client_for_profile
 from sixty_core.memory import process_peak_rss_bytes
 from sixty_core.settings import Settings
@@ -63,6 +69,9 @@ class LoadOptions:
     workers: int = 0
     locustfile: Path = LOCUSTFILE
     progress: bool = True
+    #: Run the service under ``memray run --aggregate`` for its peak heap and the top
+    #: allocators at the peak (memray slows a live server about 1.7x: a separate run).
+    memray: bool = False
 
 
 def check_host(url: str, *, seed: int, scale: int) -> str:
@@ -296,10 +305,27 @@ async def run(options: LoadOptions, settings: Settings, console: Console) -> Loa
         )
         async with workflow.seeded_database(settings, log=log) as (database, _):
             edge = scenario.edge
+            capture = options.out / "service.memray.bin"
+            traced = {}
+            if options.memray:
+                traced = {
+                    "service_launcher": (
+                        "-m",
+                        "memray",
+                        "run",
+                        "--aggregate",
+                        "-q",
+                        "-f",
+                        "-o",
+                        str(capture),
+                        *SERVERS_MODULE,
+                    )
+                }
             supervisor = Supervisor(
                 database.dsn,
                 options.profile,
                 time_scale=scenario.time_scale,
+                **traced,  # type: ignore[arg-type]
                 edge=EdgeOptions(
                     failure_rate=edge.failure_rate,
                     hang_probability=edge.hang_probability,
@@ -330,11 +356,16 @@ async def run(options: LoadOptions, settings: Settings, console: Console) -> Loa
                         probe.stop()
                 hwm = process_peak_rss_bytes(pid)
             finally:
-                await asyncio.to_thread(supervisor.stop)
+                # A traced service writes its capture on the way out: give it time.
+                await asyncio.to_thread(supervisor.stop, 60.0 if options.memray else 15.0)
             duplicates, unnamed = inserts.duplicates(f"load {run_id} "), inserts.unnamed
         figures = run_figures(probe.samples)
+        if options.memray:
+            # Traced, the RSS also holds memray's own capture pages: no slope from it.
+            figures.rss_slope_mb_per_10k_requests = None
         peak = PeakMemory(
-            hwm / 2**20 if hwm else figures.max_rss_sampled_mb, "VmHWM" if hwm else "sampled"
+            hwm / 2**20 if hwm else figures.max_rss_sampled_mb,
+            ("VmHWM, traced by memray" if options.memray else "VmHWM") if hwm else "sampled",
         )
         profile = probe.profile or options.profile
         target = "local"
@@ -356,8 +387,29 @@ async def run(options: LoadOptions, settings: Settings, console: Console) -> Loa
         probe_samples=len(probe.samples),
         probe_failures=probe.failed_scrapes,
     )
+    if options.memray and options.host is None:
+        outcome.memray = await asyncio.to_thread(heap_at_peak, options.out / "service.memray.bin")
     result.write(outcome, options.out / "load.json")
     return outcome
+
+
+def heap_at_peak(capture: Path) -> LoadMemray | None:
+    """Peak heap and the top allocators at the peak of a memray capture (None if the
+    traced service left none)."""
+    from memray import FileReader
+
+    from sixty_core.harness.leaks import peak_allocators
+
+    if not capture.exists():
+        return None
+    reader = FileReader(str(capture))
+    try:
+        top = [
+            HeapAtPeak(p.site, p.component, p.bytes, p.allocations) for p in peak_allocators(reader)
+        ]
+        return LoadMemray(str(capture), reader.metadata.peak_memory / 2**20, top)
+    finally:
+        reader.close()
 
 
 def summary_table(outcome: LoadResult) -> Table:
@@ -402,6 +454,15 @@ def headline(outcome: LoadResult) -> list[str]:
         lines.append(f"pool efficiency   {service.pool_efficiency:.1%} busy / open connection-s")
     if outcome.peak_rss.mb is not None:
         lines.append(f"peak RSS          {outcome.peak_rss.mb:.0f} MB ({outcome.peak_rss.source})")
+    if outcome.memray is not None:
+        top = outcome.memray.at_peak[0] if outcome.memray.at_peak else None
+        lines.append(
+            f"peak heap         {outcome.memray.peak_heap_mb:.1f} MB (memray)"
+            + (f"; most at {top.site} ({top.bytes / 2**20:.1f} MB)" if top else "")
+        )
+    slope = outcome.service.rss_slope_mb_per_10k_requests
+    if slope is not None:
+        lines.append(f"RSS slope         {slope:+.2f} MB per 10k requests (second half)")
     dupes = outcome.duplicates_created
     db = outcome.duplicates_in_db
     lines.append(

@@ -23,6 +23,8 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 DEFAULT_INTERVAL_S = 0.5
+#: Requests the second half of a run must serve for its RSS slope to be reported.
+MIN_SLOPE_REQUESTS = 1000
 SCRAPE_TIMEOUT_S = 2.0
 
 #: Gauges and counters kept from each scrape (after the ``sixty_`` prefix; counters end in
@@ -160,6 +162,9 @@ class RunFigures(msgspec.Struct):
     max_rss_sampled_mb: float | None
     max_pool_waiting: float | None
     max_streams_open: float | None
+    #: RSS growth over the run's second half (after warm-up), per 10k requests served
+    #: (least squares of RSS on the service's request count); None without both.
+    rss_slope_mb_per_10k_requests: float | None = None
 
 
 def _delta(samples: list[ProbeSample], prefix: str) -> float | None:
@@ -177,7 +182,7 @@ def _peak(samples: Iterable[ProbeSample], name: str) -> float | None:
 def run_figures(samples: list[ProbeSample]) -> RunFigures:
     """Hit rate, pool efficiency and the rest over ``samples`` (None where unmeasured)."""
     if len(samples) < 2:
-        return RunFigures(*([None] * len(RunFigures.__struct_fields__)))
+        return RunFigures(*([None] * (len(RunFigures.__struct_fields__) - 1)))
     hits = _delta(samples, "cache_hits_total")
     misses = _delta(samples, "cache_misses_total")
     busy = _delta(samples, "pool_busy_connection_seconds_total")
@@ -198,7 +203,27 @@ def run_figures(samples: list[ProbeSample]) -> RunFigures:
         max_rss_sampled_mb=max(rss) / 2**20 if rss else None,
         max_pool_waiting=_peak(samples, "pool_waiting"),
         max_streams_open=_peak(samples, "streams_open"),
+        rss_slope_mb_per_10k_requests=_rss_slope(samples[len(samples) // 2 :]),
     )
+
+
+def _rss_slope(samples: list[ProbeSample]) -> float | None:
+    points = [
+        (s.series["http_requests_total"], s.rss_bytes / 2**20)
+        for s in samples
+        if s.rss_bytes is not None and "http_requests_total" in s.series
+    ]
+    # Fewer requests than this make a slope of allocator noise and start-up.
+    if len(points) < 3 or points[-1][0] - points[0][0] < MIN_SLOPE_REQUESTS:
+        return None
+    served = [p[0] for p in points]
+    rss = [p[1] for p in points]
+    mean_x, mean_y = sum(served) / len(served), sum(rss) / len(rss)
+    spread = sum((x - mean_x) ** 2 for x in served)
+    if spread == 0:
+        return None
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(served, rss, strict=True)) / spread
+    return slope * 10_000
 
 
 def metrics_profile(text: str) -> str | None:

@@ -49,6 +49,23 @@ class PeakMemory(msgspec.Struct):
     source: str
 
 
+class HeapAtPeak(msgspec.Struct):
+    """One site holding memory at the service's heap peak (memray's high-water mark)."""
+
+    site: str
+    component: str
+    bytes: int
+    allocations: int
+
+
+class LoadMemray(msgspec.Struct):
+    """The service's heap under memray during the run (``sixty load --memray``)."""
+
+    capture: str
+    peak_heap_mb: float
+    at_peak: list[HeapAtPeak]
+
+
 class LoadResult(msgspec.Struct):
     schema: str
     scenario: Scenario
@@ -79,6 +96,7 @@ class LoadResult(msgspec.Struct):
     probe_samples: int
     probe_failures: int
     environment: dict[str, str]
+    memray: LoadMemray | None = None
 
 
 def environment() -> dict[str, str]:
