@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from sixty_core.cache import Cache, NamespaceConfig
 from sixty_core.feed import DealFeed
 from sixty_core.memory import ListenerRegistry, MemoryManager
 from sixty_core.monitor import OPTIMIZED_MONITORING, PerformanceMonitor
@@ -109,3 +110,28 @@ def test_the_request_log_keeps_summaries_not_payloads(request_log: BoundedReques
     for i in range(ITERATIONS):
         request_log.record("POST", "/api/deals", 201, float(i), PAYLOAD)
     assert len(request_log) == 10
+
+
+@pytest.fixture
+def cache() -> Cache:
+    # A small namespace so the loop evicts: bounded means what leaves is freed.
+    return Cache([NamespaceConfig("queries", maxsize=8, ttl_s=300.0)])
+
+
+@pytest.mark.limit_leaks(LIMIT, filter_fn=not_an_interpreter_cache)
+def test_the_query_cache_stays_within_its_bound(cache: Cache) -> None:
+    async def loads() -> None:
+        for i in range(ITERATIONS):
+            key = ("SELECT * FROM deals WHERE owner_id = $1", str(uuid.uuid4()))
+
+            async def load(n: int = i) -> list[dict[str, object]]:
+                return [{"id": n, "name": "deal"}]
+
+            # Every load has a tag of its own: neither entries nor tag bookkeeping may pile up.
+            await cache.get_or_load("queries", key, load, tags=(f"owner:{i}",))
+            if i % 10 == 0:
+                cache.invalidate_tags(f"owner:{i}")
+
+    asyncio.run(loads())
+    gc.collect()
+    assert cache.get_stats()["cache_entries"] <= 8
