@@ -38,6 +38,7 @@ import socket
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from shapes import SixtyShape  # noqa: F401  (Locust picks the shape class up fr
 
 from sixty_core.db.seed import SeedOwner, seeded_owners
 from sixty_core.load import contract
+from sixty_core.load.probes import sixty_series
 from sixty_core.load.samples import ACTION, Sample, SampleWriter
 from sixty_core.load.scenario import CLIENTS, SCENARIOS, STANDARD, Scenario, client_for_profile
 from sixty_core.load.shapes import SHAPES
@@ -217,20 +219,13 @@ def _resolve_client(user: FastHttpUser) -> str:
             url = f"{user.host}/metrics"
             try:
                 with urllib.request.urlopen(url, timeout=5) as response:
-                    profile = _profile_from_metrics(response.read().decode(errors="replace"))
+                    profile = sixty_series(response.read().decode(errors="replace"))[0]
             except (OSError, ValueError) as exc:
                 raise StopUser(f"cannot read {url} ({exc}): pass --sixty-client") from None
             if profile is None:
                 raise StopUser(f"{url} names no sixty profile: pass --sixty-client")
             PROCESS.client = client_for_profile(profile)
         return PROCESS.client
-
-
-def _profile_from_metrics(text: str) -> str | None:
-    for line in text.splitlines():
-        if line.startswith("sixty_info{") and 'profile="' in line:
-            return line.split('profile="', 1)[1].split('"', 1)[0]
-    return None
 
 
 class _Reply:
@@ -522,44 +517,44 @@ class SalesRep(_ApiUser):
     def create_attempts(
         self, body: dict[str, Any], *, headers: dict[str, str] | None, seen: set[str]
     ) -> _Reply:
-        """apiCall's write policy: one retry after 1 s when the status is not OK (not on a
-        2xx whose body the client refuses: that throws without a retry)."""
-        reply = self.step(
-            "POST",
-            "/api/deals",
-            "POST /api/deals",
-            expect=(201,),
-            data="deal",
-            json=body,
-            headers=headers,
-        )
-        if (found := contract.deal_id_anywhere(reply.body)) is not None:
-            seen.add(found)
-        if reply.ok or 200 <= reply.status < 300:
+        """``POST /api/deals`` under the write policy; every deal id seen goes in ``seen``."""
+
+        def attempt() -> _Reply:
+            reply = self.step(
+                "POST",
+                "/api/deals",
+                "POST /api/deals",
+                expect=(201,),
+                data="deal",
+                json=body,
+                headers=headers,
+            )
+            if (found := contract.deal_id_anywhere(reply.body)) is not None:
+                seen.add(found)
             return reply
-        self.pause(WRITE_RETRY_WAIT_S)
-        reply = self.step(
-            "POST",
-            "/api/deals",
-            "POST /api/deals",
-            expect=(201,),
-            data="deal",
-            json=body,
-            headers=headers,
-        )
-        if (found := contract.deal_id_anywhere(reply.body)) is not None:
-            seen.add(found)
-        if not reply.ok and self.legacy:
-            self.pause(LEGACY_LAST_WAIT_S)
-        return reply
+
+        return self.with_write_policy(attempt)
 
     def write(self, method: str, path: str, name: str, json: Any) -> _Reply:
-        reply = self.step(method, path, name, data="object", json=json)
-        if not reply.ok and not 200 <= reply.status < 300 and reply.status not in (404, 409):
-            self.pause(WRITE_RETRY_WAIT_S)
-            reply = self.step(method, path, name, data="object", json=json)
-            if not reply.ok and self.legacy:
-                self.pause(LEGACY_LAST_WAIT_S)
+        """An update, move or delete under the write policy; a 404 or 409 (the write was
+        refused, not lost) is not retried."""
+        return self.with_write_policy(
+            lambda: self.step(method, path, name, data="object", json=json), final=(404, 409)
+        )
+
+    def with_write_policy(
+        self, attempt: Callable[[], _Reply], *, final: tuple[int, ...] = ()
+    ) -> _Reply:
+        """apiCall's write policy (§2.1 "Mutations", §3.1 "Writes"): one retry after 1 s
+        when the status is not OK. A 2xx whose body the client refuses throws without a
+        retry; the legacy fetchWithRetry also waits 2 s after the last failed attempt."""
+        reply = attempt()
+        if reply.ok or 200 <= reply.status < 300 or reply.status in final:
+            return reply
+        self.pause(WRITE_RETRY_WAIT_S)
+        reply = attempt()
+        if not reply.ok and self.legacy:
+            self.pause(LEGACY_LAST_WAIT_S)
         return reply
 
     def after_write(self) -> None:

@@ -770,7 +770,7 @@ def _scenario(text: str) -> Scenario:
 
 async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     from sixty_core.harness import load
-    from sixty_core.harness.bench import new_run_dir
+    from sixty_core.harness.rundir import new_run_dir
     from sixty_core.load.shapes import DEFAULT_DURATION_S
     from sixty_core.profiles import resolve_profile
 
@@ -812,7 +812,7 @@ async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> i
         memray=args.memray,
     )
     _widen_for_logs(out)
-    outcome = await load.run(options, settings, out)
+    outcome = await load.run(options, settings, out, _step_printer(out))
     out.print(load.summary_table(outcome))
     for line in load.headline(outcome):
         out.print(line)
@@ -822,7 +822,7 @@ async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> i
 
 async def _leaks(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     from sixty_core.harness import leaks
-    from sixty_core.harness.bench import new_run_dir
+    from sixty_core.harness.rundir import new_run_dir
     from sixty_core.profiles import resolve_profile
 
     if not 0 <= args.warmup < args.cycles - 2:
@@ -842,7 +842,7 @@ async def _leaks(args: argparse.Namespace, settings: Settings, out: Console) -> 
         progress=out.is_terminal,
     )
     _widen_for_logs(out)
-    result = await leaks.run(options, settings, out)
+    result = await leaks.run(options, settings, out, _step_printer(out))
     for line in leaks.summary(result):
         out.print(line)
     out.print(f"results: {options.out / 'leaks.json'}")

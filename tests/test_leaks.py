@@ -10,15 +10,8 @@ import msgspec
 import pytest
 
 from sixty_core.cli import main
-from sixty_core.harness.leaks import (
-    CycleSample,
-    LeakResult,
-    MemrayFindings,
-    Site,
-    Verdict,
-    attach_stacks,
-    verdicts,
-)
+from sixty_core.harness.leaks import CycleSample, LeakResult, Verdict, attach_stacks, verdicts
+from sixty_core.memray_sites import MemrayFindings, Site
 
 
 def run_leaks(out: Path, *args: str) -> LeakResult:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import sixty_core
 from sixty_core.benchkit import summary
 from sixty_core.benchkit.progress import PROGRESS_ENV
 from sixty_core.errors import SixtyError
+from sixty_core.harness.rundir import new_run_dir
 
 #: The whole run is bounded: a suite that hangs is killed, and the run fails.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -68,11 +68,6 @@ def find_suites(explicit: Path | None) -> Path:
             "repository (pip install -e .) or pass --suites DIR"
         )
     return suites.resolve()
-
-
-def new_run_dir(kind: str, root: Path = Path("reports") / "runs") -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return (root / f"{stamp}-{kind}").resolve()
 
 
 def _command(options: BenchOptions, suites: Path, json_path: Path) -> list[str]:

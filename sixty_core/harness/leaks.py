@@ -29,8 +29,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -40,18 +38,20 @@ from typing import Any
 
 import httpx
 import msgspec
-import numpy as np
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from sixty_core.db import workflow
 from sixty_core.db.provision import connect
-from sixty_core.errors import SixtyError
-from sixty_core.harness.servers import SERVERS_MODULE, Supervisor
+from sixty_core.db.seed import SeedOwner
+from sixty_core.harness.rundir import prepare_run_dir
+from sixty_core.harness.servers import Supervisor, memray_launcher
 from sixty_core.load.contract import deal_id_anywhere, payload
+from sixty_core.load.probes import sixty_series
+from sixty_core.load.stats import slope_per_10k
 from sixty_core.memory import process_peak_rss_bytes
+from sixty_core.memray_sites import MemrayFindings, memray_findings, write_flamegraph
 from sixty_core.settings import Settings
 from sixty_core.tokens import hash_token
 
@@ -63,7 +63,6 @@ WARMUP_CYCLES = 30
 SESSIONS_PER_CYCLE = 4
 #: The traced service needs longer to stop: memray writes its capture on the way out.
 TRACED_STOP_TIMEOUT_S = 60.0
-FLAMEGRAPH_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 20.0
 
 #: Counters watched for growth, by prefix, and the component each belongs to (``{}`` is
@@ -90,17 +89,6 @@ LEFTOVER_COUNTERS: dict[str, str] = {
     "process_open_fds": "process_fds",
     "asyncio_tasks": "asyncio_tasks",
     "pg_connections": "pool",
-}
-#: Module of the innermost sixty_core frame -> component, for memray's stacks.
-MODULE_COMPONENTS: dict[str, str] = {
-    "monitor": "session_monitor",
-    "feed": "feed",
-    "sse": "feed",
-    "streams": "feed",
-    "request_log": "request_log",
-    "faults": "test_faults",
-    "cache": "cache",
-    "static_data": "cache",
 }
 
 
@@ -135,50 +123,6 @@ class Verdict(msgspec.Struct):
     stack: list[str] | None = None
 
 
-class PeakAllocator(msgspec.Struct):
-    """Memory held at the heap's peak by one site: the innermost ``sixty_core`` frame
-    outside the plumbing; for what importing modules allocated, the ``import`` line
-    (component ``imports``); else the innermost frame (component ``other``)."""
-
-    site: str
-    component: str
-    bytes: int
-    allocations: int
-
-
-def peak_allocators(reader: Any, limit: int = 10) -> list[PeakAllocator]:
-    """The sites holding most memory at the peak of ``reader``'s capture."""
-    sites: dict[str, PeakAllocator] = {}
-    for record in reader.get_high_watermark_allocation_records(merge_threads=True):
-        frames = list(record.stack_trace())
-        where = _site_of(frames)
-        if _at_import(frames):
-            ours = [f for f in frames if "sixty_core/" in f[1]]
-            where = (_frame_text(ours[0]) if ours else "(imports)", "imports")
-        elif where is None:
-            where = (_frame_text(frames[0]) if frames else "(no Python frame)", "other")
-        key, component = where
-        entry = sites.get(key)
-        if entry is None:
-            entry = sites[key] = PeakAllocator(key, component, 0, 0)
-        entry.bytes += record.size
-        entry.allocations += record.n_allocations
-    return sorted(sites.values(), key=lambda p: p.bytes, reverse=True)[:limit]
-
-
-class MemrayFindings(msgspec.Struct):
-    capture: str
-    flamegraph: str | None
-    peak_heap_mb: float
-    #: memray's live heap from the end of the warm-up to the last cycle, per 10k requests:
-    #: the flatness figure (RSS under tracing also holds memray's own capture buffers).
-    heap_slope_mb_per_10k_requests: float | None
-    leaked_bytes: int
-    survivor_bytes_by_component: dict[str, int]
-    sites: list[Site]
-    at_peak: list[PeakAllocator] = []
-
-
 class LeakResult(msgspec.Struct):
     schema: str
     profile: str
@@ -200,7 +144,7 @@ class LeakResult(msgspec.Struct):
 class Workload:
     """One cycle: ``SESSIONS_PER_CYCLE`` sign-ins, each going through the lifecycle."""
 
-    def __init__(self, client: httpx.AsyncClient, conn: Any, owners: Sequence[dict[str, Any]]):
+    def __init__(self, client: httpx.AsyncClient, conn: Any, owners: Sequence[SeedOwner]):
         self._client = client
         self._conn = conn
         self._owners = owners
@@ -217,14 +161,14 @@ class Workload:
             self.failures.append(f"{method} {path.split('?')[0]}: {response.status_code}")
         return response
 
-    async def sign_in(self, owner: dict[str, Any]) -> str:
+    async def sign_in(self, owner: SeedOwner) -> str:
         """What a sign-in leaves behind: a session row; its token is the caller's."""
         token = "sixty_" + secrets.token_hex(32)
         await self._conn.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_at) "
             "VALUES ($1, $2, now() + interval '1 hour')",
             hash_token(token),
-            uuid.UUID(owner["id"]),
+            uuid.UUID(owner.id),
         )
         return token
 
@@ -233,7 +177,7 @@ class Workload:
             owner = self._owners[(number * SESSIONS_PER_CYCLE + i) % len(self._owners)]
             await self.session(await self.sign_in(owner), owner)
 
-    async def session(self, token: str, owner: dict[str, Any]) -> None:
+    async def session(self, token: str, owner: SeedOwner) -> None:
         await self._call("GET", "/api/deals?limit=50", token)
         stages = payload((await self._call("GET", "/api/stages", token)).content)
         if isinstance(stages, list) and stages:
@@ -244,7 +188,7 @@ class Workload:
             "POST",
             "/api/deals",
             token,
-            json={"name": "leak check", "company": "Leak Ltd", "owner_id": owner["id"]},
+            json={"name": "leak check", "company": "Leak Ltd", "owner_id": owner.id},
         )
         deal = deal_id_anywhere(created.content)
         if deal is not None:
@@ -272,26 +216,12 @@ class Workload:
 # --- counters ----------------------------------------------------------------------------
 
 
-def all_series(text: str) -> dict[str, float]:
-    """Every ``sixty_`` sample of a /metrics text, as ``name`` or ``name{label}`` (counters
-    without their ``_total``)."""
-    series: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if not sample.name.startswith("sixty_"):
-                continue
-            name = sample.name.removeprefix("sixty_").removesuffix("_total")
-            label = next(iter(sample.labels.values()), None)
-            series[f"{name}{{{label}}}" if label else name] = sample.value
-    return series
-
-
 async def read_counters(
     client: httpx.AsyncClient, conn: Any, process: psutil.Process
 ) -> tuple[int, dict[str, float]]:
     response = await client.get("/metrics?collect=1")
     response.raise_for_status()
-    series = all_series(response.text)
+    _, series = sixty_series(response.text)
     series["process_open_fds"] = float(process.num_fds())
     series["pg_connections"] = float(
         await conn.fetchval(
@@ -390,148 +320,9 @@ def rss_slope(samples: Sequence[CycleSample]) -> float | None:
     """RSS growth in MB per 10,000 requests over the tracked cycles (least squares)."""
     baseline = next(s for s in samples if s.phase == "baseline")
     tracked = [baseline, *[s for s in samples if s.phase == "cycle" and s.cycle > baseline.cycle]]
-    if len(tracked) < 3 or tracked[-1].requests == tracked[0].requests:
+    if len(tracked) < 3:
         return None
-    x = np.array([s.requests for s in tracked], dtype=float)
-    y = np.array([s.rss_bytes / 2**20 for s in tracked], dtype=float)
-    slope = float(np.polyfit(x, y, 1)[0])
-    return slope * 10_000
-
-
-# --- memray ------------------------------------------------------------------------------
-
-
-def _frame_text(frame: tuple[str, str, int]) -> str:
-    function, filename, line = frame
-    short = filename.split("site-packages/")[-1]
-    if "sixty_core/" in short:
-        short = "sixty_core/" + short.split("sixty_core/", 1)[1]
-    return f"{short}:{line} {function}"
-
-
-def _at_import(frames: Sequence[tuple[str, str, int]]) -> bool:
-    """Allocated while a module was being imported (under importlib's frames): it lives
-    as long as the process, which is not a leak. (The entry point's own module body,
-    run by runpy, encloses every stack and does not count.)"""
-    return any(filename.startswith("<frozen importlib") for _, filename, _ in frames)
-
-
-#: The HTTP plumbing between uvicorn and a handler: an allocation made under it is
-#: attributed to the innermost ``sixty_core`` frame outside it, when there is one.
-PLUMBING = frozenset(
-    {"server", "routing", "boundary", "accounting", "app", "responses", "routes", "servers"}
-)
-#: memray records of the Python allocator domain; the arenas under them (malloc, mmap)
-#: would count the same memory twice.
-PYTHON_ALLOCATORS = frozenset({"PYMALLOC_MALLOC", "PYMALLOC_CALLOC", "PYMALLOC_REALLOC"})
-
-
-class Site(msgspec.Struct):
-    """Allocations still alive at the end that were made under one site (the innermost
-    ``sixty_core`` frame outside the HTTP plumbing, with its caller) *after the warm-up*:
-    what the tracked cycles left behind. ``frames`` is one full stack, innermost first."""
-
-    site: str
-    component: str
-    survivors: int
-    survivor_bytes: int
-    frames: list[str]
-
-
-def _site_of(frames: Sequence[tuple[str, str, int]]) -> tuple[str, str] | None:
-    ours = [f for f in frames if "sixty_core/" in f[1]]
-    if not ours:
-        return None
-    domain = [f for f in ours if Path(f[1]).stem not in PLUMBING]
-    chosen = domain or ours
-    module = Path(chosen[0][1]).stem
-    component = MODULE_COMPONENTS.get(module, module) if domain else "http"
-    return " <- ".join(_frame_text(f) for f in chosen[:2]), component
-
-
-def _heap_at(snapshots: Sequence[Any], t: float) -> int | None:
-    before = [snap.heap for snap in snapshots if snap.time / 1000 <= t]
-    return before[-1] if before else None
-
-
-def memray_findings(
-    capture: Path, flamegraph: Path | None, since: float, until: float, requests: int
-) -> MemrayFindings:
-    """What ``capture`` says: peak heap, the heap's growth from ``since`` to ``until``
-    (epoch seconds: the end of the warm-up and of the last cycle) over ``requests``, bytes
-    never freed, and the sites whose allocations made after ``since`` were never freed,
-    most first. Python-allocator records only; import-time allocations skipped."""
-    from memray import AllocatorType, FileReader
-
-    reader = FileReader(str(capture))
-    try:
-        snapshots = list(reader.get_memory_snapshots())
-        first_tracked = sum(1 for snap in snapshots if snap.time / 1000 < since)
-        sites: dict[str, Site] = {}
-        leaked = 0
-        for record in reader.get_temporal_allocation_records(merge_threads=True):
-            if AllocatorType(record.allocator).name not in PYTHON_ALLOCATORS:
-                continue
-            alive = [i for i in record.intervals if i.deallocated_before_snapshot is None]
-            leaked += sum(i.n_bytes for i in alive)
-            late = [i for i in alive if i.allocated_before_snapshot > first_tracked]
-            if not late:
-                continue
-            frames = list(record.stack_trace())
-            where = _site_of(frames)
-            if where is None or _at_import(frames):
-                continue
-            key, component = where
-            site = sites.get(key)
-            if site is None:
-                site = sites[key] = Site(
-                    key, component, 0, 0, [_frame_text(f) for f in frames[:12]]
-                )
-            site.survivors += sum(i.n_allocations for i in late)
-            site.survivor_bytes += sum(i.n_bytes for i in late)
-        ranked = sorted(sites.values(), key=lambda s: s.survivors, reverse=True)
-        by_component: dict[str, int] = {}
-        for site in ranked:
-            by_component[site.component] = by_component.get(site.component, 0) + site.survivor_bytes
-        peak = reader.metadata.peak_memory
-        at_peak = peak_allocators(reader)
-    finally:
-        reader.close()
-    start, end = _heap_at(snapshots, since), _heap_at(snapshots, until)
-    slope = None
-    if start is not None and end is not None and requests > 0:
-        slope = (end - start) / 2**20 / requests * 10_000
-    return MemrayFindings(
-        capture=str(capture),
-        flamegraph=str(flamegraph) if flamegraph else None,
-        peak_heap_mb=peak / 2**20,
-        heap_slope_mb_per_10k_requests=slope,
-        leaked_bytes=leaked,
-        survivor_bytes_by_component=dict(sorted(by_component.items(), key=lambda kv: -kv[1])),
-        sites=ranked[:40],
-        at_peak=at_peak,
-    )
-
-
-def write_flamegraph(capture: Path, out: Path) -> Path | None:
-    """memray's leaks flamegraph of ``capture`` as self-contained HTML (None if it failed)."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "memray",
-            "flamegraph",
-            "--leaks",
-            "-f",
-            "-o",
-            str(out),
-            str(capture),
-        ],
-        capture_output=True,
-        timeout=FLAMEGRAPH_TIMEOUT_S,
-        check=False,
-    )
-    return out if done.returncode == 0 and out.exists() else None
+    return slope_per_10k([s.requests for s in tracked], [s.rss_bytes / 2**20 for s in tracked])
 
 
 #: Counters that say "something grows" without saying what: memray's sites name it.
@@ -592,15 +383,12 @@ def flat_components(samples: Sequence[CycleSample], found: Sequence[Verdict]) ->
 # --- the run -----------------------------------------------------------------------------
 
 
-async def run(options: LeakOptions, settings: Settings, console: Console) -> LeakResult:
+async def run(
+    options: LeakOptions, settings: Settings, console: Console, log: workflow.StepLog
+) -> LeakResult:
     out = options.out
-    if out.exists() and any(out.iterdir()):
-        raise SixtyError(f"{out} is not empty: give a new --out directory (runs never overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(out)
     capture = out / "service.memray.bin"
-    log = workflow.StepLog(
-        on_step=lambda name, s: console.print(f"  [green]✓[/] {name:<14} {s * 1000:8.0f} ms")
-    )
     async with workflow.seeded_database(settings, log=log) as (database, report):
         supervisor = Supervisor(
             database.dsn,
@@ -609,22 +397,12 @@ async def run(options: LeakOptions, settings: Settings, console: Console) -> Lea
             log_dir=out / "servers",
             keep_logs=True,
             test_faults=options.inject,
-            service_launcher=(
-                "-m",
-                "memray",
-                "run",
-                "--trace-python-allocators",
-                "-q",
-                "-f",
-                "-o",
-                str(capture),
-                *SERVERS_MODULE,
-            ),
+            service_launcher=memray_launcher(capture, trace_python_allocators=True),
         )
         (out / "servers").mkdir()
         with log.step("start servers"):
             await asyncio.to_thread(supervisor.start)
-        owners = [o for o in msgspec.to_builtins(report.owners) if not o["is_admin"]]
+        owners = [o for o in report.owners if not o.is_admin] or report.owners
         conn = await connect(database.dsn)
         samples: list[CycleSample] = []
         try:
@@ -632,7 +410,7 @@ async def run(options: LeakOptions, settings: Settings, console: Console) -> Lea
             async with httpx.AsyncClient(
                 base_url=supervisor.service_url, timeout=REQUEST_TIMEOUT_S
             ) as client:
-                workload = Workload(client, conn, owners or msgspec.to_builtins(report.owners))
+                workload = Workload(client, conn, owners)
 
                 async def sample(phase: str, cycle: int) -> None:
                     rss, series = await read_counters(client, conn, process)

@@ -34,19 +34,22 @@ from rich.table import Table
 from sixty_core.db import workflow
 from sixty_core.db.seed import seeded_owners
 from sixty_core.errors import SixtyError
+from sixty_core.harness.rundir import prepare_run_dir
 from sixty_core.harness.servers import (
     SERVERS_MODULE,
     EdgeOptions,
     Supervisor,
     free_port,
+    memray_launcher,
     stop_processes,
 )
 from sixty_core.load import contract, result, samples
 from sixty_core.load.inserts import InsertWatcher
 from sixty_core.load.probes import ServiceProbe, run_figures
-from sixty_core.load.result import HeapAtPeak, LoadMemray, LoadResult, PeakMemory
+from sixty_core.load.result import LoadMemray, LoadResult, PeakMemory
 from sixty_core.load.scenario import Scenario, client_for_profile
 from sixty_core.memory import process_peak_rss_bytes
+from sixty_core.memray_sites import peak_allocators
 from sixty_core.settings import Settings
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
@@ -264,13 +267,9 @@ def _progress(options: LoadOptions) -> Iterator[Callable[[float, ServiceProbe], 
         yield update
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        raise SixtyError(f"{out} is not empty: give a new --out directory (runs never overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-
-
-async def run(options: LoadOptions, settings: Settings, console: Console) -> LoadResult:
+async def run(
+    options: LoadOptions, settings: Settings, console: Console, log: workflow.StepLog
+) -> LoadResult:
     """Run one load test as ``options`` say; write everything under ``options.out``."""
     scenario = options.scenario
     run_id = time.strftime("%Y%m%dT%H%M%S")
@@ -279,7 +278,7 @@ async def run(options: LoadOptions, settings: Settings, console: Console) -> Loa
         profile = await asyncio.to_thread(
             check_host, base, seed=scenario.seed, scale=scenario.seed_scale
         )
-        _prepare_out(options.out)
+        prepare_run_dir(options.out)
         client = options.client or client_for_profile(profile)
         console.print(f"target {base} (profile [bold]{profile}[/], {client} client)")
         probe = ServiceProbe(base).start()
@@ -293,39 +292,23 @@ async def run(options: LoadOptions, settings: Settings, console: Console) -> Loa
         target = base
     else:
         assert options.profile is not None
-        _prepare_out(options.out)
+        prepare_run_dir(options.out)
         settings = replace(
             settings,
             seed_scale=scenario.seed_scale,
             seed=scenario.seed,
             time_scale=scenario.time_scale,
         )
-        log = workflow.StepLog(
-            on_step=lambda name, s: console.print(f"  [green]✓[/] {name:<14} {s * 1000:8.0f} ms")
-        )
         async with workflow.seeded_database(settings, log=log) as (database, _):
             edge = scenario.edge
             capture = options.out / "service.memray.bin"
-            traced = {}
-            if options.memray:
-                traced = {
-                    "service_launcher": (
-                        "-m",
-                        "memray",
-                        "run",
-                        "--aggregate",
-                        "-q",
-                        "-f",
-                        "-o",
-                        str(capture),
-                        *SERVERS_MODULE,
-                    )
-                }
             supervisor = Supervisor(
                 database.dsn,
                 options.profile,
                 time_scale=scenario.time_scale,
-                **traced,  # type: ignore[arg-type]
+                service_launcher=(
+                    memray_launcher(capture, aggregate=True) if options.memray else SERVERS_MODULE
+                ),
                 edge=EdgeOptions(
                     failure_rate=edge.failure_rate,
                     hang_probability=edge.hang_probability,
@@ -398,16 +381,13 @@ def heap_at_peak(capture: Path) -> LoadMemray | None:
     traced service left none)."""
     from memray import FileReader
 
-    from sixty_core.harness.leaks import peak_allocators
-
     if not capture.exists():
         return None
     reader = FileReader(str(capture))
     try:
-        top = [
-            HeapAtPeak(p.site, p.component, p.bytes, p.allocations) for p in peak_allocators(reader)
-        ]
-        return LoadMemray(str(capture), reader.metadata.peak_memory / 2**20, top)
+        return LoadMemray(
+            str(capture), reader.metadata.peak_memory / 2**20, peak_allocators(reader)
+        )
     finally:
         reader.close()
 

@@ -161,6 +161,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 SERVERS_MODULE: tuple[str, ...] = ("-m", "sixty_core.harness.servers")
 
 
+def memray_launcher(
+    capture: Path, *, aggregate: bool = False, trace_python_allocators: bool = False
+) -> tuple[str, ...]:
+    """The launcher that runs a server under ``memray run`` into ``capture`` (overwritten):
+    ``aggregate`` keeps only what the peak and leak reports need (a small file, no
+    timeline); ``trace_python_allocators`` records every pymalloc allocation and free,
+    memray's leak mode for Python code."""
+    flags = ["--aggregate"] * aggregate + ["--trace-python-allocators"] * trace_python_allocators
+    return ("-m", "memray", "run", *flags, "-q", "-f", "-o", str(capture), *SERVERS_MODULE)
+
+
 def spawn_server(
     args: Sequence[str],
     log_path: Path,

@@ -22,6 +22,8 @@ import msgspec
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from sixty_core.load.stats import slope_per_10k
+
 DEFAULT_INTERVAL_S = 0.5
 #: Requests the second half of a run must serve for its RSS slope to be reported.
 MIN_SLOPE_REQUESTS = 1000
@@ -61,8 +63,10 @@ class ProbeSample(msgspec.Struct):
     series: dict[str, float]
 
 
-def parse_metrics(text: str) -> tuple[str | None, dict[str, float]]:
-    """(profile, kept series) of a Prometheus text exposition of the service."""
+def sixty_series(text: str) -> tuple[str | None, dict[str, float]]:
+    """(profile, every ``sixty_`` sample) of a Prometheus text exposition of the service:
+    each sample named without the prefix, as ``name`` or ``name{label}``. The per-endpoint
+    ``http_requests_total`` is summed over endpoints."""
     profile: str | None = None
     series: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -73,14 +77,18 @@ def parse_metrics(text: str) -> tuple[str | None, dict[str, float]]:
             if not sample.name.startswith("sixty_"):
                 continue
             name = sample.name.removeprefix("sixty_")
-            if name not in KEPT:
-                continue
             if name == "http_requests_total":
                 series[name] = series.get(name, 0.0) + sample.value
                 continue
             label = next(iter(sample.labels.values()), None)
             series[f"{name}{{{label}}}" if label else name] = sample.value
     return profile, series
+
+
+def parse_metrics(text: str) -> tuple[str | None, dict[str, float]]:
+    """(profile, the :data:`KEPT` series) of a ``/metrics`` text."""
+    profile, series = sixty_series(text)
+    return profile, {k: v for k, v in series.items() if k.partition("{")[0] in KEPT}
 
 
 def summed(series: dict[str, float], prefix: str) -> float:
@@ -216,16 +224,4 @@ def _rss_slope(samples: list[ProbeSample]) -> float | None:
     # Fewer requests than this make a slope of allocator noise and start-up.
     if len(points) < 3 or points[-1][0] - points[0][0] < MIN_SLOPE_REQUESTS:
         return None
-    served = [p[0] for p in points]
-    rss = [p[1] for p in points]
-    mean_x, mean_y = sum(served) / len(served), sum(rss) / len(rss)
-    spread = sum((x - mean_x) ** 2 for x in served)
-    if spread == 0:
-        return None
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(served, rss, strict=True)) / spread
-    return slope * 10_000
-
-
-def metrics_profile(text: str) -> str | None:
-    """The profile named by ``sixty_info`` in a ``/metrics`` text, if any."""
-    return parse_metrics(text)[0]
+    return slope_per_10k([p[0] for p in points], [p[1] for p in points])

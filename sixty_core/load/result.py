@@ -26,6 +26,7 @@ from sixty_core.load.stats import (
     run_window_s,
     wilson_interval,
 )
+from sixty_core.memray_sites import PeakAllocator
 
 SCHEMA = "sixty.load/1"
 CREATE_ACTION = "create deal (wizard)"
@@ -49,21 +50,12 @@ class PeakMemory(msgspec.Struct):
     source: str
 
 
-class HeapAtPeak(msgspec.Struct):
-    """One site holding memory at the service's heap peak (memray's high-water mark)."""
-
-    site: str
-    component: str
-    bytes: int
-    allocations: int
-
-
 class LoadMemray(msgspec.Struct):
     """The service's heap under memray during the run (``sixty load --memray``)."""
 
     capture: str
     peak_heap_mb: float
-    at_peak: list[HeapAtPeak]
+    at_peak: list[PeakAllocator]
 
 
 class LoadResult(msgspec.Struct):

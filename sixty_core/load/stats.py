@@ -152,3 +152,12 @@ def run_window_s(samples: Sequence[Sample]) -> float:
     start = min(s.t for s in samples)
     end = max(s.t + s.ms / 1000 for s in samples)
     return max(end - start, 1e-9)
+
+
+def slope_per_10k(requests: Sequence[float], values: Sequence[float]) -> float | None:
+    """Least-squares growth of ``values`` per 10,000 ``requests`` (None when the requests
+    do not vary)."""
+    x = np.asarray(requests, dtype=np.float64)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return None
+    return float(np.polyfit(x, np.asarray(values, dtype=np.float64), 1)[0]) * 10_000
