@@ -98,7 +98,10 @@ def wilson_interval(failures: int, total: int, confidence: float = CONFIDENCE) -
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
     margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return Estimate(p, max(0.0, centre - margin), min(1.0, centre + margin))
+    # At 0 or all failures a bound is exactly 0 or 1; rounding would leave 1e-19.
+    low = 0.0 if failures == 0 else max(0.0, centre - margin)
+    high = 1.0 if failures == total else min(1.0, centre + margin)
+    return Estimate(p, low, high)
 
 
 def _normal_quantile(p: float) -> float:
