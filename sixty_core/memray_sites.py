@@ -129,7 +129,13 @@ def _heap_at(snapshots: Sequence[Any], t: float) -> int | None:
 
 
 def memray_findings(
-    capture: Path, flamegraph: Path | None, since: float, until: float, requests: int
+    capture: Path,
+    flamegraph: Path | None,
+    since: float,
+    until: float,
+    requests: int,
+    *,
+    with_peak_allocators: bool = True,
 ) -> MemrayFindings:
     """What ``capture`` says: peak heap, the heap's growth from ``since`` to ``until``
     (epoch seconds: the end of the warm-up and of the last cycle) over ``requests``, bytes
@@ -168,7 +174,8 @@ def memray_findings(
         for site in ranked:
             by_component[site.component] = by_component.get(site.component, 0) + site.survivor_bytes
         peak = reader.metadata.peak_memory
-        at_peak = peak_allocators(reader)
+        # A pass of its own over the capture (about as long as the rest together).
+        at_peak = peak_allocators(reader) if with_peak_allocators else []
     finally:
         reader.close()
     start, end = _heap_at(snapshots, since), _heap_at(snapshots, until)

@@ -7,7 +7,10 @@ allow-list pattern before they are put into SQL (identifiers cannot be bound par
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -58,3 +61,14 @@ async def drop_database(admin_dsn: str, name: str) -> None:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def clone(admin_dsn: str, template: str, name: str) -> AsyncIterator[str]:
+    """A fresh copy ``name`` of ``template`` for the block; yields its DSN, drops it after
+    (its sessions disconnected first), however the block ends."""
+    dsn = await create_database(admin_dsn, name, template=template)
+    try:
+        yield dsn
+    finally:
+        await asyncio.shield(drop_database(admin_dsn, name))

@@ -121,6 +121,20 @@ async def seeded_database(
         yield database, report
 
 
+@asynccontextmanager
+async def seeded_dsn(
+    settings: Settings, *, log: StepLog, dsn: str | None = None
+) -> AsyncIterator[tuple[str, list[SeedOwner]]]:
+    """(DSN, seeded owners) of a database seeded at ``settings``' scale and seed: ``dsn``
+    as it is when given (a database the caller seeded, such as a template clone), else one
+    provisioned and seeded for the block."""
+    if dsn is not None:
+        yield dsn, seeded_owners(settings.seed_scale, settings.seed)
+        return
+    async with seeded_database(settings, log=log) as (database, report):
+        yield database.dsn, report.owners
+
+
 def write_tokens_file(path: Path, report: SeedReport) -> None:
     """Write the seeded owners and tokens to ``path`` (created 0600, parents as needed)."""
     write_owner_tokens(path, seed=report.seed, scale=report.scale, owners=report.owners)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import sixty_core
@@ -157,7 +158,8 @@ def run_bench(options: BenchOptions, console: Console) -> Path:
                         bar.update(task, total=event["total"], description="")
                     elif "done" in event:
                         name = event["done"].split("::")[-1]
-                        bar.update(task, advance=1, description=name)
+                        # Test ids hold brackets ([/api/stages]): not markup.
+                        bar.update(task, advance=1, description=escape(name))
                         if event["outcome"] == "failed":
                             failed.append(event["done"])
                     elif "error" in event:

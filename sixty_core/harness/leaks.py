@@ -27,6 +27,7 @@ beside ``leaks.json``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
 import time
@@ -100,6 +101,11 @@ class LeakOptions:
     warmup: int = WARMUP_CYCLES
     inject: frozenset[str] = frozenset()
     progress: bool = True
+    #: An already seeded database (at the settings' scale and seed) to run on; None
+    #: provisions and seeds one for the run.
+    dsn: str | None = None
+    #: Also list the top allocators at the heap's peak (one more pass over the capture).
+    peak_allocators: bool = True
 
 
 class CycleSample(msgspec.Struct):
@@ -389,9 +395,9 @@ async def run(
     out = options.out
     prepare_run_dir(out)
     capture = out / "service.memray.bin"
-    async with workflow.seeded_database(settings, log=log) as (database, report):
+    async with workflow.seeded_dsn(settings, log=log, dsn=options.dsn) as (dsn, seeded):
         supervisor = Supervisor(
-            database.dsn,
+            dsn,
             options.profile,
             time_scale=0.1,
             log_dir=out / "servers",
@@ -402,8 +408,8 @@ async def run(
         (out / "servers").mkdir()
         with log.step("start servers"):
             await asyncio.to_thread(supervisor.start)
-        owners = [o for o in report.owners if not o.is_admin] or report.owners
-        conn = await connect(database.dsn)
+        owners = [o for o in seeded if not o.is_admin] or seeded
+        conn = await connect(dsn)
         samples: list[CycleSample] = []
         try:
             process = psutil.Process(supervisor.pids()["service"])
@@ -443,14 +449,26 @@ async def run(
     findings: MemrayFindings | None = None
     if capture.exists():
         with log.step("memray"):
-            flame = await asyncio.to_thread(
-                write_flamegraph, capture, out / "leaks-flamegraph.html"
-            )
             start = next(s for s in samples if s.phase == "baseline")
             end = [s for s in samples if s.phase == "cycle"][-1]
-            findings = await asyncio.to_thread(
-                memray_findings, capture, flame, start.t, end.t, end.requests - start.requests
+            # Two passes over the capture: the flamegraph in memray's own process beside
+            # the findings in this one, on both cores.
+            flame, read = await asyncio.gather(
+                asyncio.to_thread(write_flamegraph, capture, out / "leaks-flamegraph.html"),
+                asyncio.to_thread(
+                    functools.partial(
+                        memray_findings,
+                        with_peak_allocators=options.peak_allocators,
+                    ),
+                    capture,
+                    None,
+                    start.t,
+                    end.t,
+                    end.requests - start.requests,
+                ),
             )
+            read.flamegraph = str(flame) if flame else None
+            findings = read
     found = attach_stacks(found, findings, flat_components(samples, found))
     result = LeakResult(
         schema=SCHEMA,

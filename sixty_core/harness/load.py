@@ -75,6 +75,12 @@ class LoadOptions:
     #: Run the service under ``memray run --aggregate`` for its peak heap and the top
     #: allocators at the peak (memray slows a live server about 1.7x: a separate run).
     memray: bool = False
+    #: An already seeded database (at the scenario's scale and seed) to run on; None
+    #: provisions and seeds one for the run.
+    dsn: str | None = None
+    #: Test faults (:mod:`sixty_core.faults`) the service runs with: known regressions
+    #: for ``sixty selftest``; never part of a profile.
+    inject: frozenset[str] = frozenset()
 
 
 def check_host(url: str, *, seed: int, scale: int) -> str:
@@ -299,11 +305,11 @@ async def run(
             seed=scenario.seed,
             time_scale=scenario.time_scale,
         )
-        async with workflow.seeded_database(settings, log=log) as (database, _):
+        async with workflow.seeded_dsn(settings, log=log, dsn=options.dsn) as (dsn, _):
             edge = scenario.edge
             capture = options.out / "service.memray.bin"
             supervisor = Supervisor(
-                database.dsn,
+                dsn,
                 options.profile,
                 time_scale=scenario.time_scale,
                 service_launcher=(
@@ -318,6 +324,7 @@ async def run(
                 ),
                 log_dir=options.out / "servers",
                 keep_logs=True,
+                test_faults=options.inject,
             )
             (options.out / "servers").mkdir()
             with log.step("start servers"):
@@ -329,7 +336,7 @@ async def run(
                 console.print(
                     f"profile [bold]{profile}[/] ({client} client) at {supervisor.service_url}"
                 )
-                async with InsertWatcher(database.dsn) as inserts:
+                async with InsertWatcher(dsn) as inserts:
                     probe = ServiceProbe(supervisor.service_url, pid=pid).start()
                     try:
                         total = await asyncio.to_thread(

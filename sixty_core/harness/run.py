@@ -1,0 +1,295 @@
+"""``sixty run``: from nothing to ``results.json`` and the report (DESIGN §7).
+
+Provision Postgres once, migrate and seed a template database once, then for each profile,
+each on its own fresh copy of the template (so every profile starts from the same rows):
+
+1. the load run of the standard scenario (:mod:`sixty_core.harness.load`), raw samples
+   streamed to disk while ``/metrics`` and the RSS are sampled;
+2. the statement probe (:mod:`sixty_core.harness.probe`): statements per request per
+   endpoint, one request at a time, deterministic;
+3. the memray leak run (:mod:`sixty_core.harness.leaks`);
+
+then the benchmark suites once for legacy and optimized (:mod:`sixty_core.harness.bench`),
+and ``results.json`` (:mod:`sixty_core.harness.results`) with the environment fingerprint.
+The report is rendered from that file alone.
+
+Every step is bounded by the step's own limits (Locust's run time plus grace, the leak
+run's request timeouts, the bench's timeout). Nothing is written over an earlier run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+import sixty_core
+from sixty_core.db import workflow
+from sixty_core.db.provision import provision
+from sixty_core.db.seed import SeedOwner, seeded_owners
+from sixty_core.db.template import clone, create_database, drop_database
+from sixty_core.harness import bench, leaks, load, probe, records
+from sixty_core.harness.fingerprint import fingerprint
+from sixty_core.harness.results import (
+    SCHEMA,
+    LeakRecord,
+    LoadRecord,
+    Method,
+    ProfileRecord,
+    Results,
+    StatementCount,
+    Step,
+    write,
+)
+from sixty_core.harness.rundir import prepare_run_dir
+from sixty_core.harness.servers import Supervisor
+from sixty_core.load.scenario import STANDARD, Scenario
+from sixty_core.profiles import FLAGS
+from sixty_core.settings import Settings
+
+#: ``--quick``: the CI budget (under 4 minutes for legacy and optimized on 2 cores).
+QUICK_DURATION_S = 20.0
+#: The leak run's warm-up fills what is bounded (see ``leaks.WARMUP_CYCLES``); --quick
+#: tracks fewer cycles after it, never fewer than the three the growth rule needs.
+QUICK_LEAK_CYCLES = 36
+PROBE_REPEATS = 5
+BENCH_PROFILES = ("legacy", "optimized")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path
+    profiles: tuple[str, ...] = ("legacy", "optimized")
+    quick: bool = False
+    ablations: bool = False
+    bench: bool = True
+    leaks: bool = True
+    scenario: Scenario = STANDARD
+    progress: bool = True
+    #: Test faults switched on per profile (``sixty selftest``'s known regressions).
+    test_faults: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def all_profiles(self) -> tuple[str, ...]:
+        """The profiles to run: as given, then one ``optimized-no-FLAG`` per flag."""
+        extra = [f"optimized-no-{flag}" for flag in FLAGS] if self.ablations else []
+        return tuple(dict.fromkeys([*self.profiles, *extra]))
+
+    def run_scenario(self) -> Scenario:
+        if self.quick:
+            return self.scenario.with_overrides(
+                duration_s=min(QUICK_DURATION_S, self.scenario.duration_s)
+            )
+        return self.scenario
+
+    def leak_cycles(self) -> tuple[int, int]:
+        return (QUICK_LEAK_CYCLES if self.quick else leaks.DEFAULT_CYCLES), leaks.WARMUP_CYCLES
+
+
+_clone_ids = itertools.count(1)
+
+
+def _clone_name(stem: str) -> str:
+    return f"sixty_run_{os.getpid()}_{stem}_{next(_clone_ids)}"
+
+
+async def run(
+    options: RunOptions, settings: Settings, console: Console, log: workflow.StepLog
+) -> Path:
+    """Run the pipeline; return the path of ``results.json`` under ``options.out``."""
+    out = options.out
+    prepare_run_dir(out)
+    scenario = options.run_scenario()
+    settings = replace(
+        settings, seed_scale=scenario.seed_scale, seed=scenario.seed, time_scale=scenario.time_scale
+    )
+    started = time.monotonic()
+    profiles = options.all_profiles()
+    cycles, warmup = options.leak_cycles()
+    record_list: list[ProfileRecord] = []
+    async with provision(settings) as database:
+        template = _clone_name("template")
+        with log.step("seed template"):
+            template_dsn = await create_database(database.dsn, template)
+            await workflow.migrate_and_seed(
+                template_dsn, scale=settings.seed_scale, seed_value=settings.seed, log=log
+            )
+        try:
+            for index, profile in enumerate(profiles, 1):
+                console.rule(f"[bold]{profile}[/] ({index}/{len(profiles)})")
+                faults = options.test_faults.get(profile, frozenset())
+                record = ProfileRecord(profile=profile, test_faults=sorted(faults))
+                record.load = await _load(
+                    options,
+                    scenario,
+                    settings,
+                    profile,
+                    faults,
+                    database.dsn,
+                    template,
+                    console,
+                    log,
+                )
+                record.statements = await _probe(
+                    settings, profile, faults, database.dsn, template, log
+                )
+                if options.leaks:
+                    record.leaks = await _leaks(
+                        options,
+                        settings,
+                        profile,
+                        faults,
+                        (cycles, warmup),
+                        database.dsn,
+                        template,
+                        console,
+                        log,
+                    )
+                record_list.append(record)
+            env = await fingerprint(template_dsn, database.backend, _repo())
+        finally:
+            await drop_database(database.dsn, template)
+    bench_record = None
+    if options.bench:
+        bench_profiles = tuple(p for p in BENCH_PROFILES if p in profiles)
+        if bench_profiles:
+            console.rule("[bold]benchmarks[/]")
+            with log.step("bench"):
+                bench_json = await asyncio.to_thread(
+                    bench.run_bench,
+                    bench.BenchOptions(
+                        quick=options.quick, profiles=bench_profiles, out=out / "bench"
+                    ),
+                    console,
+                )
+            bench_record = records.bench_record(bench_json, out, quick=options.quick)
+    results = Results(
+        schema=SCHEMA,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        fingerprint=env,
+        method=Method(
+            scenario=scenario,
+            shape="steady",
+            quick=options.quick,
+            leak_cycles=cycles if options.leaks else 0,
+            leak_warmup=warmup if options.leaks else 0,
+            db_backend=database.backend,
+            template_clone=True,
+        ),
+        profiles=record_list,
+        bench=bench_record,
+        steps=[Step(name, seconds) for name, seconds in log.steps],
+        wall_s=time.monotonic() - started,
+    )
+    path = out / "results.json"
+    write(results, path)
+    return path
+
+
+def _repo() -> Path:
+    return Path(sixty_core.__file__).resolve().parent.parent
+
+
+async def _load(
+    options: RunOptions,
+    scenario: Scenario,
+    settings: Settings,
+    profile: str,
+    faults: frozenset[str],
+    admin_dsn: str,
+    template: str,
+    console: Console,
+    log: workflow.StepLog,
+) -> LoadRecord:
+    run_dir = options.out / profile / "load"
+    async with clone(admin_dsn, template, _clone_name("load")) as dsn:
+        with log.step(f"load {profile}"):
+            outcome = await load.run(
+                load.LoadOptions(
+                    scenario=scenario,
+                    shape="steady",
+                    out=run_dir,
+                    profile=profile,
+                    progress=options.progress,
+                    dsn=dsn,
+                    inject=faults,
+                ),
+                settings,
+                console,
+                log,
+            )
+    for line in load.headline(outcome):
+        console.print(f"  {line}")
+    return records.load_record(outcome, run_dir, options.out)
+
+
+async def _probe(
+    settings: Settings,
+    profile: str,
+    faults: frozenset[str],
+    admin_dsn: str,
+    template: str,
+    log: workflow.StepLog,
+) -> list[StatementCount]:
+    owner = next(o for o in _owners(settings) if not o.is_admin)
+    async with clone(admin_dsn, template, _clone_name("probe")) as dsn:
+        supervisor = Supervisor(dsn, profile, time_scale=settings.time_scale, test_faults=faults)
+        with log.step(f"probe {profile}"):
+            await asyncio.to_thread(supervisor.start)
+            try:
+                counts = await asyncio.to_thread(
+                    probe.probe,
+                    supervisor.service_url,
+                    owner.token,
+                    owner.id,
+                    repeats=PROBE_REPEATS,
+                )
+            finally:
+                await asyncio.to_thread(supervisor.stop)
+    return records.statement_counts(counts)
+
+
+def _owners(settings: Settings) -> Sequence[SeedOwner]:
+    return seeded_owners(settings.seed_scale, settings.seed)
+
+
+async def _leaks(
+    options: RunOptions,
+    settings: Settings,
+    profile: str,
+    faults: frozenset[str],
+    cycles: tuple[int, int],
+    admin_dsn: str,
+    template: str,
+    console: Console,
+    log: workflow.StepLog,
+) -> LeakRecord:
+    run_dir = options.out / profile / "leaks"
+    async with clone(admin_dsn, template, _clone_name("leaks")) as dsn:
+        with log.step(f"leaks {profile}"):
+            outcome = await leaks.run(
+                leaks.LeakOptions(
+                    profile=profile,
+                    out=run_dir,
+                    cycles=cycles[0],
+                    warmup=cycles[1],
+                    inject=faults,
+                    progress=options.progress,
+                    dsn=dsn,
+                    # --quick: the leak verdicts without the peak's allocators, a pass
+                    # over the capture that costs about 15 s per profile.
+                    peak_allocators=not options.quick,
+                ),
+                settings,
+                console,
+                log,
+            )
+    for line in leaks.summary(outcome):
+        console.print(f"  {line}")
+    return records.leak_record(outcome, run_dir, options.out)
