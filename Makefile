@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
-## run: the main job on the embedded Postgres
+## run: the main job on the embedded Postgres: measure legacy and optimized, write the
+## before/after report (RUN_ARGS="--quick" for the CI budget)
+RUN_ARGS ?=
 run: $(STAMP)
-	$(BIN)/sixty db check
+	$(BIN)/sixty run $(RUN_ARGS)
 
 ## test: the whole test suite against real Postgres
 test: $(STAMP)

@@ -22,6 +22,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from sixty_core import cli_pipeline
 from sixty_core.db import workflow
 from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, connect, provision
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(commands)
     _add_load_parser(commands)
     _add_leaks_parser(commands)
+    cli_pipeline.add_parsers(commands, add_db_flags)
     ceiling = commands.add_parser(
         "ceiling",
         help="hot endpoints' throughput from outside (wrk) beside the bare limits",
@@ -446,6 +448,8 @@ def _settings(args: argparse.Namespace, env: Environ) -> Settings:
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    if cli_pipeline.is_pipeline_command(args.command):
+        return await cli_pipeline.dispatch(args, settings, out)
     if args.command == "bench":
         return await asyncio.to_thread(_bench, args, out)
     if args.command == "ceiling":
