@@ -21,6 +21,8 @@ import sixty_core
 from sixty_core.db import workflow
 from sixty_core.errors import SixtyError
 from sixty_core.faults import TEST_FAULTS
+from sixty_core.harness.gate import EXIT_ERROR
+from sixty_core.harness.results import Results
 from sixty_core.load.scenario import STANDARD
 from sixty_core.profiles import parse_profile_list
 from sixty_core.settings import Settings
@@ -78,6 +80,22 @@ def add_parsers(
     run.add_argument("--no-leaks", action="store_true", help="skip the memray leak runs")
     run.add_argument(
         "--out", type=Path, default=None, help="output folder (default a new reports/runs/ one)"
+    )
+    run.add_argument(
+        "--gate",
+        action="store_true",
+        help="end with sixty gate on the results (exit code as for sixty gate; a profile "
+        "whose figures were inconclusive is re-measured once first, samples pooled)",
+    )
+    run.add_argument(
+        "--baseline", type=Path, default=None, help="with --gate: the baseline results.json"
+    )
+    run.add_argument(
+        "--budgets",
+        type=Path,
+        default=None,
+        metavar="PYPROJECT",
+        help="with --gate: the pyproject.toml holding [tool.sixty.gate]",
     )
     add_db_flags(run, dsn=True)
 
@@ -239,6 +257,13 @@ async def _run(args: argparse.Namespace, settings: Settings, out: Console) -> in
     from sixty_core.harness.rundir import new_run_dir
 
     profiles = parse_profile_list(args.profiles)
+    remeasure = None
+    if args.gate:
+        remeasure = _gate_remeasure(args)
+        if remeasure is None:
+            return EXIT_ERROR
+    elif args.baseline is not None or args.budgets is not None:
+        raise SixtyError("--baseline and --budgets go with --gate")
     scenario = STANDARD
     if args.scale is not None:
         if not 1 <= args.scale <= 1000:
@@ -254,6 +279,7 @@ async def _run(args: argparse.Namespace, settings: Settings, out: Console) -> in
         leaks=not args.no_leaks,
         progress=out.is_terminal,
         test_faults={p: frozenset(args.inject) for p in profiles} if args.inject else {},
+        remeasure=remeasure,
     )
     started = time.monotonic()
     log = workflow.StepLog(
@@ -267,12 +293,53 @@ async def _run(args: argparse.Namespace, settings: Settings, out: Console) -> in
         f"[green]✓[/] sixty run finished in {time.monotonic() - started:.0f} s\n"
         f"  results: {path}\n  report:  {paths.markdown}\n  html:    {paths.html}"
     )
-    return 0
+    if not args.gate:
+        return 0
+    from sixty_core.harness.gate_report import run_gate
+
+    return run_gate(
+        path,
+        pyproject=args.budgets or default_budgets(),
+        baseline_path=args.baseline,
+        junit_path=options.out / "gate.xml",
+        markdown_path=options.out / "gate.md",
+        console=out,
+        error_console=Console(stderr=True, highlight=False),
+    )
+
+
+def _gate_remeasure(args: argparse.Namespace) -> Callable[[Results], set[str]] | None:
+    """The profiles to measure again: those with an inconclusive measured figure. Budgets
+    and baseline are read now, so bad input stops the run before it starts (None, after
+    one line naming the problem)."""
+    from sixty_core.harness import gate
+    from sixty_core.harness.gate_report import print_error
+    from sixty_core.harness.results import read
+
+    try:
+        budgets = gate.load_budgets(args.budgets or default_budgets())
+        baseline = read(args.baseline) if args.baseline is not None else None
+    except SixtyError as exc:
+        print_error(Console(stderr=True, highlight=False), "sixty run", exc)
+        return None
+
+    def inconclusive(results: Results) -> set[str]:
+        try:
+            checks = gate.evaluate(results, budgets, baseline)
+        except gate.GateError:
+            return set()  # reported by the gate itself at the end
+        # A figure the run did not measure stays unmeasured however often it runs.
+        return {
+            c.profile
+            for c in checks
+            if c.verdict is gate.Verdict.INCONCLUSIVE and c.value is not None
+        }
+
+    return inconclusive
 
 
 def _report(args: argparse.Namespace, out: Console) -> int:
     from sixty_core.harness import report
-    from sixty_core.harness.gate import EXIT_ERROR
     from sixty_core.harness.gate_report import print_error
     from sixty_core.harness.results import ResultsError
 

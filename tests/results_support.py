@@ -104,7 +104,7 @@ def profile(
         profile=name,
         load=record if load else None,
         leaks=leaks,
-        statements=[StatementCount(e, int(s), s, 0.0) for e, s in counts.items()],
+        statements=[StatementCount(e, int(s), s, 0.0, 2048.0) for e, s in counts.items()],
     )
 
 

@@ -120,7 +120,13 @@ def test_gate_passes_a_results_file_against_itself(quick: Path, tmp_path: Path) 
     assert junit.read_text().count("<testcase") >= 4
 
 
-def test_gate_fails_an_injected_extra_query_naming_the_metric(quick: Path, tmp_path: Path) -> None:
+def test_run_with_gate_fails_an_injected_extra_query_naming_the_metric(
+    quick: Path, tmp_path: Path
+) -> None:
+    """``sixty run --gate``: a real run with one more statement per request, gated
+    against the quick run as baseline, exits 1 and names the endpoint in its JUnit."""
+    budgets = tmp_path / "pyproject.toml"
+    budgets.write_text('[tool.sixty.gate]\n"optimized.statements.*" = "+0%"\n')
     out = tmp_path / "regressed"
     done = sixty(
         "run",
@@ -133,33 +139,35 @@ def test_gate_fails_an_injected_extra_query_naming_the_metric(quick: Path, tmp_p
         "--no-leaks",
         "--inject",
         "extra_query",
-        "--out",
-        str(out),
-        timeout=RUN_TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert read(out / "results.json").profiles[0].test_faults == ["extra_query"]
-    budgets = tmp_path / "pyproject.toml"
-    budgets.write_text('[tool.sixty.gate]\n"optimized.statements.*" = "+0%"\n')
-    junit = tmp_path / "gate.xml"
-    gate = sixty(
-        "gate",
-        str(out / "results.json"),
+        "--gate",
         "--baseline",
         str(quick / "results.json"),
         "--budgets",
         str(budgets),
-        "--junit",
-        str(junit),
+        "--out",
+        str(out),
+        timeout=RUN_TIMEOUT_S,
     )
-    assert gate.returncode == 1, gate.stdout + gate.stderr
-    assert "FAIL" in gate.stdout
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert read(out / "results.json").profiles[0].test_faults == ["extra_query"]
+    assert "FAIL" in done.stdout
     failed = {
         case.get("name")
-        for case in ET.parse(junit).iter("testcase")
+        for case in ET.parse(out / "gate.xml").iter("testcase")
         if case.find("failure") is not None
     }
     assert "optimized.statements.GET /api/stages" in failed
+    assert "optimized.statements" in (out / "gate.md").read_text()
+
+
+def test_run_with_gate_refuses_bad_budgets_before_it_starts(tmp_path: Path) -> None:
+    budgets = tmp_path / "pyproject.toml"
+    budgets.write_text('[tool.sixty.gate]\n"optimized.api_failure_rate" = "about 1%"\n')
+    out = tmp_path / "never"
+    done = sixty("run", "--gate", "--budgets", str(budgets), "--out", str(out))
+    assert done.returncode == 3
+    assert "about 1%" in done.stderr and str(budgets) in done.stderr
+    assert not out.exists()
 
 
 def need_chromium() -> str:

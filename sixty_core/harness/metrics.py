@@ -202,14 +202,24 @@ def _leak_metrics(record: ProfileRecord) -> Iterator[Metric]:
 
 
 def _statement_metrics(record: ProfileRecord) -> Iterator[Metric]:
+    source = "sixty probe: one request at a time, warm"
     for count in record.statements:
         yield _metric(
             f"{record.profile}.statements.{count.endpoint}",
             count.steady,
             unit="statements/request",
-            source="sixty probe: one request at a time, warm",
+            source=source,
             exact=True,
         )
+    for count in record.statements:
+        if count.response_bytes:
+            # Measured once, not exact: a timestamp's digits can vary by a byte or two.
+            yield _metric(
+                f"{record.profile}.response_bytes.{count.endpoint}",
+                count.response_bytes,
+                unit="bytes",
+                source=source,
+            )
 
 
 def profile_metrics(record: ProfileRecord) -> dict[str, Metric]:

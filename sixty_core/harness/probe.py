@@ -37,6 +37,8 @@ class EndpointCounts:
     statuses: list[int] = field(default_factory=list)
     queries: list[int] = field(default_factory=list)
     auth_lookups: list[int] = field(default_factory=list)
+    #: Response body sizes: a list that stops being bounded shows here, not in statements.
+    response_bytes: list[int] = field(default_factory=list)
 
     @property
     def first_queries(self) -> int:
@@ -49,6 +51,11 @@ class EndpointCounts:
         return statistics.fmean(rest)
 
     @property
+    def steady_response_bytes(self) -> float:
+        rest = self.response_bytes[1:] or self.response_bytes
+        return statistics.fmean(rest) if rest else 0.0
+
+    @property
     def steady_auth_lookups(self) -> float:
         rest = self.auth_lookups[1:] or self.auth_lookups
         return statistics.fmean(rest)
@@ -58,6 +65,7 @@ def _record(counts: EndpointCounts, response: httpx.Response) -> None:
     counts.statuses.append(response.status_code)
     counts.queries.append(int(response.headers.get("x-sixty-queries", "-1")))
     counts.auth_lookups.append(int(response.headers.get("x-sixty-auth-lookups", "-1")))
+    counts.response_bytes.append(len(response.content))
 
 
 def probe(

@@ -144,7 +144,13 @@ def leak_record(outcome: LeakResult, run_dir: Path, base: Path) -> LeakRecord:
 
 def statement_counts(counts: list[EndpointCounts]) -> list[StatementCount]:
     return [
-        StatementCount(c.endpoint, c.first_queries, c.steady_queries, c.steady_auth_lookups)
+        StatementCount(
+            c.endpoint,
+            c.first_queries,
+            c.steady_queries,
+            c.steady_auth_lookups,
+            c.steady_response_bytes,
+        )
         for c in counts
     ]
 
@@ -168,4 +174,37 @@ def bench_record(bench_json: Path, base: Path, *, quick: bool) -> BenchRecord:
             )
             for r in rows
         ],
+    )
+
+
+def pool_loads(first: LoadRecord, second: LoadRecord) -> LoadRecord:
+    """Two load runs of one profile as one sample: raw requests and creates pooled (the
+    second's times shifted past the first's window), failures and duplicates summed, the
+    higher peak RSS; the time series and endpoint rows stay the first run's."""
+    shift = first.window_s
+    raw = RawRequests(
+        t_s=[*first.raw.t_s, *(t + shift for t in second.raw.t_s)],
+        ms=[*first.raw.ms, *second.raw.ms],
+        ok=[*first.raw.ok, *second.raw.ok],
+        creates_ms=[*first.raw.creates_ms, *second.raw.creates_ms],
+    )
+    reasons = dict(first.failure_reasons)
+    for reason, count in second.failure_reasons.items():
+        reasons[reason] = reasons.get(reason, 0) + count
+    peaks = [p for p in (first.peak_rss_mb, second.peak_rss_mb) if p is not None]
+    in_db = (
+        None
+        if first.duplicates_in_db is None or second.duplicates_in_db is None
+        else first.duplicates_in_db + second.duplicates_in_db
+    )
+    return msgspec.structs.replace(
+        first,
+        window_s=first.window_s + second.window_s,
+        raw=raw,
+        failure_reasons=reasons,
+        peak_rss_mb=max(peaks) if peaks else None,
+        duplicates_seen_by_clients=first.duplicates_seen_by_clients
+        + second.duplicates_seen_by_clients,
+        duplicates_in_db=in_db,
+        pooled_with=[*first.pooled_with, second.dir],
     )

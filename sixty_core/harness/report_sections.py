@@ -86,11 +86,12 @@ def statements_table(results: Results) -> tuple[list[str], list[list[str]]]:
     endpoints: dict[str, dict[str, str]] = {}
     for record in results.profiles:
         for count in record.statements:
+            size = f" ({count.response_bytes:,.0f} B)" if count.response_bytes else ""
             endpoints.setdefault(count.endpoint, {})[record.profile] = (
-                f"{count.first} → {count.steady:g}"
+                f"{count.first} → {count.steady:g}{size}"
             )
     rows = [[e, *(cells.get(n, "-") for n in names)] for e, cells in endpoints.items()]
-    return ["endpoint (first → steady)", *names], rows
+    return ["endpoint: statements first → steady (answer size)", *names], rows
 
 
 def ablation_effects(results: Results) -> dict[str, dict[str, float]]:

@@ -85,6 +85,9 @@ class LoadRecord(msgspec.Struct):
     series: Series
     locust_total: int | None
     samples_match_locust: bool | None
+    #: Further load runs of this profile pooled into ``raw`` (the gate re-measured an
+    #: inconclusive figure), as run folders.
+    pooled_with: list[str] = []
 
 
 class LeakEvidence(msgspec.Struct):
@@ -115,12 +118,15 @@ class LeakRecord(msgspec.Struct):
 
 
 class StatementCount(msgspec.Struct):
-    """Statements (and auth lookups) one request of ``endpoint`` sent, cold and steady."""
+    """Statements (and auth lookups) one request of ``endpoint`` sent, cold and steady,
+    and the size of its answer."""
 
     endpoint: str
     first: int
     steady: float
     auth_lookups: float
+    #: Mean body size of the steady requests (bytes).
+    response_bytes: float = 0.0
 
 
 class ProfileRecord(msgspec.Struct):
