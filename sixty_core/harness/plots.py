@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -27,6 +28,12 @@ RATE_WINDOW_S = 2.0
 def _colour(index: int) -> str:
     """The colour cycle's ``index``-th colour (matplotlib's ``C0``..``C9``)."""
     return f"C{index % 10}"
+
+
+def _legend(ax: Axes, **options: Any) -> None:
+    """A legend when the axes drew anything (a profile without data draws nothing)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
 
 
 def _png(figure: Figure) -> bytes:
@@ -63,7 +70,7 @@ def latency_cdfs(results: Results) -> bytes:
         ax.set_ylabel("share of samples at or below")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        _legend(ax, loc="lower right", fontsize=8)
     return _png(figure)
 
 
@@ -72,14 +79,15 @@ def rss_over_time(results: Results) -> bytes:
     for index, record in _loaded(results):
         assert record.load is not None
         series = record.load.series
-        points = [(t, r) for t, r in zip(series.t_s, series.rss_mb, strict=True) if r is not None]
+        # zip stops at the shorter column: a series missing a quantity plots nothing.
+        points = [(t, r) for t, r in zip(series.t_s, series.rss_mb, strict=False) if r is not None]
         if points:
             ax.plot(*zip(*points, strict=True), label=record.profile, color=_colour(index))
     ax.set_xlabel("seconds into the load run")
     ax.set_ylabel("service RSS (MB)")
     ax.set_title("Service RSS over the load run")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _png(figure)
 
 
@@ -108,15 +116,19 @@ def cache_and_pool(results: Results) -> bytes:
         assert record.load is not None
         series = record.load.series
         colour = _colour(index)
-        lookups = [h + m for h, m in zip(series.cache_hits, series.cache_misses, strict=True)]
-        xs, ys = _windowed_rate(series.t_s, series.cache_hits, lookups)
+        n = min(len(series.t_s), len(series.cache_hits), len(series.cache_misses))
+        lookups = [series.cache_hits[i] + series.cache_misses[i] for i in range(n)]
+        xs, ys = _windowed_rate(series.t_s[:n], series.cache_hits[:n], lookups)
         if xs:
             hits.plot(xs, ys, label=record.profile, color=colour)
-        if series.t_s:
-            pool.plot(series.t_s, series.pool_busy, label=f"{record.profile} busy", color=colour)
+        n = min(len(series.t_s), len(series.pool_busy), len(series.pool_size))
+        if n:
             pool.plot(
-                series.t_s,
-                series.pool_size,
+                series.t_s[:n], series.pool_busy[:n], label=f"{record.profile} busy", color=colour
+            )
+            pool.plot(
+                series.t_s[:n],
+                series.pool_size[:n],
                 label=f"{record.profile} open",
                 color=colour,
                 linestyle="--",
@@ -128,7 +140,7 @@ def cache_and_pool(results: Results) -> bytes:
     for ax in (hits, pool):
         ax.set_xlabel("seconds into the load run")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
     return _png(figure)
 
 
@@ -147,7 +159,7 @@ def throughput(results: Results) -> bytes:
     ax.set_ylabel("requests / s")
     ax.set_title("Throughput (each profile's own client mix)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _png(figure)
 
 
