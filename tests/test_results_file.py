@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from sixty_core.harness.gate import EXIT_PASS, Verdict, evaluate, exit_code, load_budgets
 from sixty_core.harness.metrics import all_metrics
 from sixty_core.harness.records import pool_loads
 from sixty_core.harness.results import ResultsError, read, write
@@ -55,3 +56,13 @@ def test_two_load_runs_pool_into_one_sample() -> None:
     record = msgspec.structs.replace(profile(), load=pooled)
     rate = all_metrics(build_results(record))["optimized.api_failure_rate"]
     assert rate.value == pytest.approx(3 / 160)
+
+
+def test_the_committed_baseline_passes_the_repository_budgets_against_itself() -> None:
+    """What CI compares with: it must read, and pass the budgets it is held to."""
+    repo = Path(__file__).resolve().parents[1]
+    baseline = repo / "reports" / "baseline" / "results.json"
+    checks = evaluate(read(baseline), load_budgets(repo / "pyproject.toml"), read(baseline))
+    assert checks and exit_code(checks) == EXIT_PASS, [
+        (c.metric, c.verdict, c.reason) for c in checks if c.verdict is not Verdict.PASS
+    ]
