@@ -18,14 +18,16 @@ on a fault by name (``SIXTY_TEST_FAULTS=a,b`` or ``sixty serve --inject NAME``):
                     hour, held by nobody but a module-level set (no memory-manager scope)
 ``growing_list``    every authenticated request appends a small record (a dict and a
                     200-char string) to a module-level list that is never trimmed
+``stale_cache``     writes no longer invalidate the query cache, so a read after a write
+                    can answer from before it (what the probe's stale-read count must see)
 =================== =========================================================================
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -40,6 +42,7 @@ TEST_FAULTS: dict[str, str] = {
     "uncounted_query": "every authenticated request sends one statement the counter misses",
     "task_per_request": "every authenticated request starts a task that nobody ends",
     "growing_list": "every authenticated request appends a record to a module-level list",
+    "stale_cache": "writes do not invalidate the query cache: reads after a write go stale",
 }
 
 #: What the leak faults hold on to. Module-level on purpose: that is the leak.
@@ -55,6 +58,22 @@ def _grow_module_list() -> None:
     # Small objects on purpose: they live in the interpreter's own allocator, whose
     # allocated-block count is one of the counters a leak check watches.
     _GROWING_LIST.append({"n": len(_GROWING_LIST), "note": "x" * 200})
+
+
+class NeverInvalidated:
+    """A read cache (``sixty_core.db.repository.ReadCache``) whose invalidations are
+    dropped: the ``stale_cache`` fault. Reads pass through to the cache it wraps."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def read(
+        self, sql: str, params: Sequence[Any], tags: Iterable[str], load: Callable[[], Any]
+    ) -> Any:
+        return await self._inner.read(sql, params, tags, load)
+
+    def invalidate(self, tags: Iterable[str]) -> None:
+        return None  # the fault: the write's tags are forgotten
 
 
 def parse_faults(names: str | Iterable[str]) -> frozenset[str]:

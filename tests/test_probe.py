@@ -56,6 +56,26 @@ async def test_probe_counts_every_endpoint_and_leaves_no_deal_behind(
     assert {row["steady_auth_lookups"] for row in rows.values()} == {expected_lookups}
 
 
+@pytest.mark.parametrize(("faults", "stale"), [(frozenset(), False), ({"stale_cache"}, True)])
+async def test_probe_reads_every_write_back_and_counts_stale_reads(
+    db_dsn: str, serve: Callable[..., Awaitable[str]], faults: frozenset[str], stale: bool
+) -> None:
+    """Optimized serves reads from its query cache; each write must show on the next read.
+    With writes no longer invalidating it (the stale_cache fault), the count says so."""
+    async with running_api(
+        db_dsn, resolve_profile("optimized"), serve, test_faults=frozenset(faults)
+    ) as api:
+        owner = api.user(1)
+        results = await asyncio.to_thread(
+            probe, str(api.http.base_url), owner.token, str(owner.id), repeats=3
+        )
+    stale_reads = {r.endpoint: r.stale_reads for r in results if r.stale_reads}
+    if stale:
+        assert set(stale_reads) == {"PATCH /api/deals/{id}", "POST /api/deals/{id}/move"}
+    else:
+        assert stale_reads == {}
+
+
 async def test_probe_refuses_a_forged_token(
     db_dsn: str, serve: Callable[..., Awaitable[str]]
 ) -> None:

@@ -35,7 +35,7 @@ from sixty_core.db.pool import LEGACY_POOL, OPTIMIZED_POOL, Pool
 from sixty_core.db.repository import NoReadCache, ReadCache, Repository, SelectResultCache
 from sixty_core.edge.client import LegacyEdgeClient, OptimizedEdgeClient
 from sixty_core.errors import AuthError
-from sixty_core.faults import TestFaults
+from sixty_core.faults import NeverInvalidated, TestFaults
 from sixty_core.feed import DealFeed
 from sixty_core.memory import MemoryManager
 from sixty_core.monitor import LEGACY_MONITORING, OPTIMIZED_MONITORING, PerformanceMonitor
@@ -119,6 +119,8 @@ async def build(
         application_name=settings.application_name,
     )
     read_cache: ReadCache = SelectResultCache(cache) if "query_cache" in on else NoReadCache()
+    if "stale_cache" in settings.test_faults:
+        read_cache = NeverInvalidated(read_cache)
     repository = Repository(pool, read_cache=read_cache)
     static: StaticData = (
         CachedStaticData(repository, cache)

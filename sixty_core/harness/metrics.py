@@ -211,6 +211,14 @@ def _statement_metrics(record: ProfileRecord) -> Iterator[Metric]:
             source=source,
             exact=True,
         )
+    if record.statements:
+        yield _metric(
+            f"{record.profile}.stale_reads",
+            sum(c.stale_reads for c in record.statements),
+            unit="count",
+            source=source + ", each write read back at once",
+            exact=True,
+        )
     for count in record.statements:
         if count.response_bytes:
             # Measured once, not exact: a timestamp's digits can vary by a byte or two.

@@ -39,6 +39,8 @@ class EndpointCounts:
     auth_lookups: list[int] = field(default_factory=list)
     #: Response body sizes: a list that stops being bounded shows here, not in statements.
     response_bytes: list[int] = field(default_factory=list)
+    #: Writes whose effect the next read of the same deal did not show (writes only).
+    stale_reads: int = 0
 
     @property
     def first_queries(self) -> int:
@@ -95,8 +97,10 @@ def probe(
         )
         deal_id = _deal_of(created.json())["id"]
 
+        results_by_name: dict[str, EndpointCounts] = {}
+
         def run(endpoint: str, call: Callable[[int], httpx.Response]) -> None:
-            counts = EndpointCounts(endpoint)
+            counts = results_by_name[endpoint] = EndpointCounts(endpoint)
             for i in range(repeats):
                 _record(counts, call(i))
                 if on_request is not None:
@@ -124,16 +128,27 @@ def probe(
         run("GET /api/deals/{id}", lambda i: http.get(f"/api/deals/{deal_id}"))
         run("GET /api/deals/pipeline-stats", lambda i: http.get("/api/deals/pipeline-stats"))
         run("POST /api/deals", create)
-        run(
-            "PATCH /api/deals/{id}",
-            lambda i: http.patch(f"/api/deals/{deal_id}", json={"description": f"probe {i}"}),
-        )
-        run(
-            "POST /api/deals/{id}/move",
-            lambda i: http.post(
-                f"/api/deals/{deal_id}/move", json={"stage_id": stages[i % len(stages)]["id"]}
-            ),
-        )
+
+        def read_back(counts: EndpointCounts, field_name: str, expected: str) -> None:
+            # Not counted as the endpoint's own: the read that a client makes next.
+            seen = _deal_of(http.get(f"/api/deals/{deal_id}").json()).get(field_name)
+            if seen != expected:
+                counts.stale_reads += 1
+
+        def patch(i: int) -> httpx.Response:
+            description = f"probe {i}"
+            response = http.patch(f"/api/deals/{deal_id}", json={"description": description})
+            read_back(results_by_name["PATCH /api/deals/{id}"], "description", description)
+            return response
+
+        def move(i: int) -> httpx.Response:
+            stage = stages[i % len(stages)]["id"]
+            response = http.post(f"/api/deals/{deal_id}/move", json={"stage_id": stage})
+            read_back(results_by_name["POST /api/deals/{id}/move"], "stage_id", stage)
+            return response
+
+        run("PATCH /api/deals/{id}", patch)
+        run("POST /api/deals/{id}/move", move)
         run(
             "POST /api/deals/bulk",
             lambda i: http.post(

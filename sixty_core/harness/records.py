@@ -150,6 +150,7 @@ def statement_counts(counts: list[EndpointCounts]) -> list[StatementCount]:
             c.steady_queries,
             c.steady_auth_lookups,
             c.steady_response_bytes,
+            c.stale_reads,
         )
         for c in counts
     ]

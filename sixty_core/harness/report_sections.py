@@ -75,6 +75,7 @@ def figures_table(results: Results) -> tuple[list[str], list[list[str]]]:
         ("leaking_components", "leaking components"),
         ("throughput_rps", "throughput"),
         ("duplicates_in_db", "duplicate deals (database)"),
+        ("stale_reads", "stale reads (probe, each write read back)"),
     ]
     for key, label in keys:
         rows.append([label, *(fmt_metric(metrics.get(f"{name}.{key}")) for name in names)])

@@ -127,6 +127,8 @@ class StatementCount(msgspec.Struct):
     auth_lookups: float
     #: Mean body size of the steady requests (bytes).
     response_bytes: float = 0.0
+    #: Of this endpoint's writes, those the next read of the deal did not show.
+    stale_reads: int = 0
 
 
 class ProfileRecord(msgspec.Struct):

@@ -4,7 +4,8 @@
    times; each repeat is gated against the baseline with the repository's budgets. Any
    FAIL is a false alarm (the code did not change); the rate is false alarms / pairs.
 2. **Known regressions**: every ``optimized-no-FLAG`` profile and every named test fault
-   that models a regression (an extra query per request, a leaked task per request) is
+   that models a regression (an extra query per request, a leaked task per request,
+   writes that leave cached reads stale) is
    measured, relabelled ``optimized`` and gated against the same baseline. Each must
    FAIL, and the table names the metrics that caught it. A regression that passes is a
    blind spot of the budgets, reported as such.
@@ -33,7 +34,7 @@ from sixty_core.settings import Settings
 SCHEMA = "sixty.selftest/1"
 BASE_PROFILE = "optimized"
 #: Test faults that model a regression, and whether a leak run is needed to see it.
-FAULTS: dict[str, bool] = {"extra_query": False, "task_per_request": True}
+FAULTS: dict[str, bool] = {"extra_query": False, "task_per_request": True, "stale_cache": False}
 #: Flags whose loss only a leak run shows.
 LEAK_FLAGS = frozenset({"resource_tracking"})
 
