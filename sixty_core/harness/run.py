@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ from rich.console import Console
 import sixty_core
 from sixty_core.db import workflow
 from sixty_core.db.provision import provision
-from sixty_core.db.seed import SeedOwner, seeded_owners
+from sixty_core.db.seed import seeded_owners
 from sixty_core.db.template import clone, create_database, drop_database
 from sixty_core.harness import bench, leaks, load, probe, records
 from sixty_core.harness.fingerprint import fingerprint
@@ -104,6 +104,89 @@ def _clone_name(stem: str) -> str:
     return f"sixty_run_{os.getpid()}_{stem}_{next(_clone_ids)}"
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """The measuring steps of one pipeline, each on its own fresh clone of ``template``
+    (a database on the server at ``admin_dsn``)."""
+
+    options: RunOptions
+    scenario: Scenario
+    settings: Settings
+    admin_dsn: str
+    template: str
+    console: Console
+    log: workflow.StepLog
+
+    async def load(self, profile: str, faults: frozenset[str], folder: str = "load") -> LoadRecord:
+        run_dir = self.options.out / profile / folder
+        async with clone(self.admin_dsn, self.template, _clone_name("load")) as dsn:
+            with self.log.step(f"load {profile}"):
+                outcome = await load.run(
+                    load.LoadOptions(
+                        scenario=self.scenario,
+                        shape="steady",
+                        out=run_dir,
+                        profile=profile,
+                        progress=self.options.progress,
+                        dsn=dsn,
+                        inject=faults,
+                    ),
+                    self.settings,
+                    self.console,
+                    self.log,
+                )
+        for line in load.headline(outcome):
+            self.console.print(f"  {line}")
+        return records.load_record(outcome, run_dir, self.options.out)
+
+    async def probe(self, profile: str, faults: frozenset[str]) -> list[StatementCount]:
+        owners = seeded_owners(self.settings.seed_scale, self.settings.seed)
+        owner = next(o for o in owners if not o.is_admin)
+        async with clone(self.admin_dsn, self.template, _clone_name("probe")) as dsn:
+            supervisor = Supervisor(
+                dsn, profile, time_scale=self.settings.time_scale, test_faults=faults
+            )
+            with self.log.step(f"probe {profile}"):
+                await asyncio.to_thread(supervisor.start)
+                try:
+                    counts = await asyncio.to_thread(
+                        probe.probe,
+                        supervisor.service_url,
+                        owner.token,
+                        owner.id,
+                        repeats=PROBE_REPEATS,
+                    )
+                finally:
+                    await asyncio.to_thread(supervisor.stop)
+        return records.statement_counts(counts)
+
+    async def leaks(self, profile: str, faults: frozenset[str]) -> LeakRecord:
+        run_dir = self.options.out / profile / "leaks"
+        cycles, warmup = self.options.leak_cycles()
+        async with clone(self.admin_dsn, self.template, _clone_name("leaks")) as dsn:
+            with self.log.step(f"leaks {profile}"):
+                outcome = await leaks.run(
+                    leaks.LeakOptions(
+                        profile=profile,
+                        out=run_dir,
+                        cycles=cycles,
+                        warmup=warmup,
+                        inject=faults,
+                        progress=self.options.progress,
+                        dsn=dsn,
+                        # --quick: the verdicts without the peak's allocators, a pass
+                        # over the capture that costs about 15 s per profile.
+                        peak_allocators=not self.options.quick,
+                    ),
+                    self.settings,
+                    self.console,
+                    self.log,
+                )
+        for line in leaks.summary(outcome):
+            self.console.print(f"  {line}")
+        return records.leak_record(outcome, run_dir, self.options.out)
+
+
 async def run(
     options: RunOptions, settings: Settings, console: Console, log: workflow.StepLog
 ) -> Path:
@@ -116,7 +199,6 @@ async def run(
     )
     started = time.monotonic()
     profiles = options.all_profiles()
-    cycles, warmup = options.leak_cycles()
     record_list: list[ProfileRecord] = []
     async with provision(settings) as database:
         template = _clone_name("template")
@@ -125,37 +207,16 @@ async def run(
             await workflow.migrate_and_seed(
                 template_dsn, scale=settings.seed_scale, seed_value=settings.seed, log=log
             )
+        steps = _Steps(options, scenario, settings, database.dsn, template, console, log)
         try:
             for index, profile in enumerate(profiles, 1):
                 console.rule(f"[bold]{profile}[/] ({index}/{len(profiles)})")
                 faults = options.test_faults.get(profile, frozenset())
                 record = ProfileRecord(profile=profile, test_faults=sorted(faults))
-                record.load = await _load(
-                    options,
-                    scenario,
-                    settings,
-                    profile,
-                    faults,
-                    database.dsn,
-                    template,
-                    console,
-                    log,
-                )
-                record.statements = await _probe(
-                    settings, profile, faults, database.dsn, template, log
-                )
+                record.load = await steps.load(profile, faults)
+                record.statements = await steps.probe(profile, faults)
                 if options.leaks:
-                    record.leaks = await _leaks(
-                        options,
-                        settings,
-                        profile,
-                        faults,
-                        (cycles, warmup),
-                        database.dsn,
-                        template,
-                        console,
-                        log,
-                    )
+                    record.leaks = await steps.leaks(profile, faults)
                 record_list.append(record)
             env = await fingerprint(template_dsn, database.backend, _repo())
             if options.remeasure is not None:
@@ -165,35 +226,23 @@ async def run(
                     if record.profile not in again_for or record.load is None:
                         continue
                     console.rule(f"[bold]{record.profile}[/]: re-measured once (inconclusive)")
-                    again = await _load(
-                        options,
-                        scenario,
-                        settings,
-                        record.profile,
-                        frozenset(record.test_faults),
-                        database.dsn,
-                        template,
-                        console,
-                        log,
-                        folder="load-2",
+                    again = await steps.load(
+                        record.profile, frozenset(record.test_faults), folder="load-2"
                     )
                     record.load = records.pool_loads(record.load, again)
         finally:
             await drop_database(database.dsn, template)
     bench_record = None
-    if options.bench:
-        bench_profiles = tuple(p for p in BENCH_PROFILES if p in profiles)
-        if bench_profiles:
-            console.rule("[bold]benchmarks[/]")
-            with log.step("bench"):
-                bench_json = await asyncio.to_thread(
-                    bench.run_bench,
-                    bench.BenchOptions(
-                        quick=options.quick, profiles=bench_profiles, out=out / "bench"
-                    ),
-                    console,
-                )
-            bench_record = records.bench_record(bench_json, out, quick=options.quick)
+    bench_profiles = tuple(p for p in BENCH_PROFILES if p in profiles)
+    if options.bench and bench_profiles:
+        console.rule("[bold]benchmarks[/]")
+        with log.step("bench"):
+            bench_json = await asyncio.to_thread(
+                bench.run_bench,
+                bench.BenchOptions(quick=options.quick, profiles=bench_profiles, out=out / "bench"),
+                console,
+            )
+        bench_record = records.bench_record(bench_json, out, quick=options.quick)
     results = _results(options, scenario, env, database.backend, record_list, bench_record)
     results.steps = [Step(name, seconds) for name, seconds in log.steps]
     results.wall_s = time.monotonic() - started
@@ -231,104 +280,3 @@ def _results(
 
 def _repo() -> Path:
     return Path(sixty_core.__file__).resolve().parent.parent
-
-
-async def _load(
-    options: RunOptions,
-    scenario: Scenario,
-    settings: Settings,
-    profile: str,
-    faults: frozenset[str],
-    admin_dsn: str,
-    template: str,
-    console: Console,
-    log: workflow.StepLog,
-    *,
-    folder: str = "load",
-) -> LoadRecord:
-    run_dir = options.out / profile / folder
-    async with clone(admin_dsn, template, _clone_name("load")) as dsn:
-        with log.step(f"load {profile}"):
-            outcome = await load.run(
-                load.LoadOptions(
-                    scenario=scenario,
-                    shape="steady",
-                    out=run_dir,
-                    profile=profile,
-                    progress=options.progress,
-                    dsn=dsn,
-                    inject=faults,
-                ),
-                settings,
-                console,
-                log,
-            )
-    for line in load.headline(outcome):
-        console.print(f"  {line}")
-    return records.load_record(outcome, run_dir, options.out)
-
-
-async def _probe(
-    settings: Settings,
-    profile: str,
-    faults: frozenset[str],
-    admin_dsn: str,
-    template: str,
-    log: workflow.StepLog,
-) -> list[StatementCount]:
-    owner = next(o for o in _owners(settings) if not o.is_admin)
-    async with clone(admin_dsn, template, _clone_name("probe")) as dsn:
-        supervisor = Supervisor(dsn, profile, time_scale=settings.time_scale, test_faults=faults)
-        with log.step(f"probe {profile}"):
-            await asyncio.to_thread(supervisor.start)
-            try:
-                counts = await asyncio.to_thread(
-                    probe.probe,
-                    supervisor.service_url,
-                    owner.token,
-                    owner.id,
-                    repeats=PROBE_REPEATS,
-                )
-            finally:
-                await asyncio.to_thread(supervisor.stop)
-    return records.statement_counts(counts)
-
-
-def _owners(settings: Settings) -> Sequence[SeedOwner]:
-    return seeded_owners(settings.seed_scale, settings.seed)
-
-
-async def _leaks(
-    options: RunOptions,
-    settings: Settings,
-    profile: str,
-    faults: frozenset[str],
-    cycles: tuple[int, int],
-    admin_dsn: str,
-    template: str,
-    console: Console,
-    log: workflow.StepLog,
-) -> LeakRecord:
-    run_dir = options.out / profile / "leaks"
-    async with clone(admin_dsn, template, _clone_name("leaks")) as dsn:
-        with log.step(f"leaks {profile}"):
-            outcome = await leaks.run(
-                leaks.LeakOptions(
-                    profile=profile,
-                    out=run_dir,
-                    cycles=cycles[0],
-                    warmup=cycles[1],
-                    inject=faults,
-                    progress=options.progress,
-                    dsn=dsn,
-                    # --quick: the leak verdicts without the peak's allocators, a pass
-                    # over the capture that costs about 15 s per profile.
-                    peak_allocators=not options.quick,
-                ),
-                settings,
-                console,
-                log,
-            )
-    for line in leaks.summary(outcome):
-        console.print(f"  {line}")
-    return records.leak_record(outcome, run_dir, options.out)
