@@ -34,6 +34,7 @@ SCRAPE_TIMEOUT_S = 2.0
 KEPT = (
     "cache_hits_total",
     "cache_misses_total",
+    "cache_entries",
     "pool_size",
     "pool_busy",
     "pool_idle",
