@@ -90,13 +90,7 @@ def add_parsers(
     run.add_argument(
         "--baseline", type=Path, default=None, help="with --gate: the baseline results.json"
     )
-    run.add_argument(
-        "--budgets",
-        type=Path,
-        default=None,
-        metavar="PYPROJECT",
-        help="with --gate: the pyproject.toml holding [tool.sixty.gate]",
-    )
+    _add_budgets(run)
     add_db_flags(run, dsn=True)
 
     report = commands.add_parser(
@@ -129,14 +123,7 @@ def add_parsers(
     gate.add_argument(
         "--baseline", type=Path, default=None, help="a results.json for the relative budgets"
     )
-    gate.add_argument(
-        "--budgets",
-        type=Path,
-        default=None,
-        metavar="PYPROJECT",
-        help="the pyproject.toml holding [tool.sixty.gate] (default ./pyproject.toml, "
-        "else this checkout's)",
-    )
+    _add_budgets(gate)
     gate.add_argument("--junit", type=Path, default=None, help="also write JUnit XML here")
     gate.add_argument(
         "--markdown", type=Path, default=None, help="also write a pull-request comment here"
@@ -177,13 +164,7 @@ def add_parsers(
     selftest.add_argument(
         "--pairs", type=int, default=2, help="A/A repeats against the baseline (default 2)"
     )
-    selftest.add_argument(
-        "--budgets",
-        type=Path,
-        default=None,
-        metavar="PYPROJECT",
-        help="the pyproject.toml holding [tool.sixty.gate] (default as for sixty gate)",
-    )
+    _add_budgets(selftest)
     selftest.add_argument(
         "--out", type=Path, default=None, help="output folder (default a new reports/runs/ one)"
     )
@@ -209,6 +190,17 @@ def add_parsers(
         "--out", type=Path, default=None, help="output folder (default a new reports/runs/ one)"
     )
     add_db_flags(calibrate, dsn=True)
+
+
+def _add_budgets(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--budgets",
+        type=Path,
+        default=None,
+        metavar="PYPROJECT",
+        help="the pyproject.toml holding [tool.sixty.gate] (default ./pyproject.toml when "
+        "it has that table, else this checkout's)",
+    )
 
 
 async def dispatch(args: argparse.Namespace, settings: Settings, out: Console) -> int:

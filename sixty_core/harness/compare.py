@@ -32,9 +32,10 @@ from sixty_core.harness.gate import (
     format_interval,
     format_number,
 )
-from sixty_core.harness.gate_report import md_cell, print_error, write_reports
+from sixty_core.harness.gate_report import md_cell, print_error
 from sixty_core.harness.metrics import Metric, all_metrics
 from sixty_core.harness.results import Results
+from sixty_core.harness.rundir import write_whole
 
 ONCE_NOTE = (
     "† measured once: no interval, so any difference shows; `sixty calibrate` sizes the noise"
@@ -184,7 +185,7 @@ def run_compare(
         warnings = check_environment(a, b, allow_env_mismatch, against=str(b_path))
         rows = compare(a, b)
         if markdown_path is not None:
-            write_reports({markdown_path: markdown(rows, warnings, names=names)})
+            write_whole({markdown_path: markdown(rows, warnings, names=names)})
     except SixtyError as exc:
         print_error(error_console or console, "sixty compare", exc)
         return EXIT_ERROR

@@ -7,7 +7,7 @@ The judging itself (budgets, verdicts, environments, exit codes) is :mod:`.gate`
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +21,6 @@ from sixty_core.harness.gate import (
     EXIT_ERROR,
     SUITE_NAME,
     Check,
-    GateError,
     Verdict,
     check_environment,
     evaluate,
@@ -31,6 +30,7 @@ from sixty_core.harness.gate import (
     load_budgets,
     overall,
 )
+from sixty_core.harness.rundir import write_whole
 
 
 def _measured(check: Check) -> str:
@@ -144,30 +144,6 @@ def md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def write_reports(reports: Mapping[Path, str]) -> None:
-    """Write every file of ``reports`` whole: all go to temporary files first and are
-    renamed into place only when every one was written, so a full disk or a missing
-    permission leaves what was there before (GateError naming the file)."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, text in reports.items():
-            partial = path.with_name(f".{path.name}.partial")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise GateError(f"{path}: cannot write it ({exc.strerror})") from None
-            staged.append((partial, path))
-        for partial, path in staged:
-            try:
-                partial.replace(path)
-            except OSError as exc:
-                raise GateError(f"{path}: cannot write it ({exc.strerror})") from None
-    finally:
-        for partial, _ in staged:
-            partial.unlink(missing_ok=True)
-
-
 def print_error(console: Console, command: str, error: SixtyError) -> None:
     """``<command>: error: <file>: <problem>`` on one line, the message taken literally."""
     console.print(f"{command}: error: {error}", markup=False, highlight=False, soft_wrap=True)
@@ -201,7 +177,7 @@ def run_gate(
             reports[junit_path] = junit_xml(checks, warnings)
         if markdown_path is not None:
             reports[markdown_path] = markdown(checks, warnings)
-        write_reports(reports)
+        write_whole(reports)
     except SixtyError as exc:
         print_error(error_console or console, "sixty gate", exc)
         return EXIT_ERROR

@@ -8,6 +8,7 @@ Paths inside records are relative to the folder holding ``results.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -161,20 +162,7 @@ def bench_record(bench_json: Path, base: Path, *, quick: bool) -> BenchRecord:
     return BenchRecord(
         dir=relative(bench_json.parent, base),
         quick=quick,
-        rows=[
-            BenchRow(
-                benchmark=r.benchmark,
-                side=r.side,
-                median_us=r.median_us,
-                iqr_us=r.iqr_us,
-                cpu_us=r.cpu_us,
-                statements=r.statements,
-                allocations=r.allocations,
-                other=r.other,
-                ratio=r.ratio,
-            )
-            for r in rows
-        ],
+        rows=[BenchRow(**dataclasses.asdict(r)) for r in rows],
     )
 
 

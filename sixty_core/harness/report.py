@@ -31,6 +31,7 @@ from sixty_core.harness.report_sections import (
     statements_table,
 )
 from sixty_core.harness.results import Results, read
+from sixty_core.harness.rundir import write_whole
 
 VERDICT_MARK = {claims.CONFIRMED: "✅", claims.REFUTED: "❌", claims.INCONCLUSIVE: "❔"}
 
@@ -276,12 +277,6 @@ def html_report(results: Results) -> str:
     return "\n".join(parts)
 
 
-def _write_whole(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
-
-
 def render(results_path: Path, out: Path) -> ReportPaths:
     """Write ``out/report.md`` and ``out/report.html`` from ``results_path``; both are
     built in memory first, so a failure leaves no half report."""
@@ -290,6 +285,5 @@ def render(results_path: Path, out: Path) -> ReportPaths:
     page = html_report(results)
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(out / "report.md", out / "report.html")
-    _write_whole(paths.markdown, md)
-    _write_whole(paths.html, page)
+    write_whole({paths.markdown: md, paths.html: page})
     return paths

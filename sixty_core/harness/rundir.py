@@ -1,7 +1,9 @@
-"""Run folders: where a command writes its results, never over an earlier run's."""
+"""Run folders: where a command writes its results, never over an earlier run's, and
+files written whole or not at all."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,3 +21,27 @@ def prepare_run_dir(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise SixtyError(f"{out} is not empty: give a new --out directory (runs never overwrite)")
     out.mkdir(parents=True, exist_ok=True)
+
+
+def write_whole(files: Mapping[Path, str]) -> None:
+    """Write every file of ``files`` whole: all go to temporary files first and are
+    renamed into place only when every one was written, so a full disk or a missing
+    permission leaves what was there before (SixtyError naming the file)."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, text in files.items():
+            partial = path.with_name(f".{path.name}.partial")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise SixtyError(f"{path}: cannot write it ({exc.strerror})") from None
+            staged.append((partial, path))
+        for partial, path in staged:
+            try:
+                partial.replace(path)
+            except OSError as exc:
+                raise SixtyError(f"{path}: cannot write it ({exc.strerror})") from None
+    finally:
+        for partial, _ in staged:
+            partial.unlink(missing_ok=True)
