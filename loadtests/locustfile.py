@@ -100,6 +100,13 @@ def _options(parser: Any) -> None:
         help="load shape (see loadtests/shapes.py)",
     )
     group.add_argument(
+        "--sixty-steps",
+        default="",
+        env_var="SIXTY_LOAD_STEPS",
+        help="user counts of the steps shape, e.g. 10,20,50 (each held for an equal share "
+        "of the run time)",
+    )
+    group.add_argument(
         "--sixty-samples-dir",
         default=".sixty/load-samples",
         env_var="SIXTY_LOAD_SAMPLES_DIR",

@@ -81,6 +81,8 @@ class LoadOptions:
     #: Test faults (:mod:`sixty_core.faults`) the service runs with: known regressions
     #: for ``sixty selftest``; never part of a profile.
     inject: frozenset[str] = frozenset()
+    #: The user counts of the ``steps`` shape (the load sweep); empty for other shapes.
+    steps: tuple[int, ...] = ()
 
 
 def check_host(url: str, *, seed: int, scale: int) -> str:
@@ -134,6 +136,7 @@ def locust_env(options: LoadOptions, client: str, samples_dir: Path, run_id: str
         "SIXTY_LOAD_SEED": str(scenario.seed),
         "SIXTY_LOAD_SEED_SCALE": str(scenario.seed_scale),
         "SIXTY_LOAD_RUN_ID": run_id,
+        "SIXTY_LOAD_STEPS": ",".join(str(users) for users in options.steps),
     }
 
 
