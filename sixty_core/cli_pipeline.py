@@ -13,6 +13,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 from rich.console import Console
@@ -27,8 +28,12 @@ from sixty_core.load.scenario import STANDARD
 from sixty_core.profiles import parse_profile_list
 from sixty_core.settings import Settings
 
+if TYPE_CHECKING:
+    from sixty_core.harness.scaling import ScaleOptions
+    from sixty_core.harness.scaling_results import ScalingRecord
+
 AddDbFlags = Callable[..., None]
-COMMANDS = ("run", "report", "gate", "compare", "selftest", "calibrate")
+COMMANDS = ("run", "report", "gate", "compare", "selftest", "calibrate", "scale")
 
 
 def add_parsers(
@@ -91,6 +96,22 @@ def add_parsers(
         "--baseline", type=Path, default=None, help="with --gate: the baseline results.json"
     )
     _add_budgets(run)
+    run.add_argument(
+        "--scales",
+        type=_scales,
+        default=(),
+        metavar="N,N,...",
+        help="also sweep these seed scales (e.g. 1,10,100) and put the growth curves in the "
+        "report (see sixty scale)",
+    )
+    run.add_argument(
+        "--load-steps",
+        type=_steps,
+        default=(),
+        metavar="USERS,...",
+        help="also run a load sweep with these user counts (e.g. 10,20,50,100,200) and put "
+        "throughput and p99 against users in the report",
+    )
     add_db_flags(run, dsn=True)
 
     report = commands.add_parser(
@@ -191,6 +212,116 @@ def add_parsers(
     )
     add_db_flags(calibrate, dsn=True)
 
+    _add_scale_parser(commands, add_db_flags)
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        scales = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scales must be whole numbers, got {text!r}") from None
+    if not scales or any(not 1 <= s <= 1000 for s in scales) or len(set(scales)) < len(scales):
+        raise argparse.ArgumentTypeError(
+            f"scales must be distinct seed scales from 1 to 1000, e.g. 1,10,100; got {text!r}"
+        )
+    return tuple(sorted(scales))
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    from sixty_core.load.shapes import parse_steps
+
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return parse_steps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_scale_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], add_db_flags: AddDbFlags
+) -> None:
+    from sixty_core.harness import scaling_results as scaling
+    from sixty_core.load.shapes import DEFAULT_STEPS
+
+    scale = commands.add_parser(
+        "scale",
+        help="how cost grows: growth curves over data size and a load sweep over users",
+        description="Data-size sweep: at each seed scale (its own template database), each "
+        "profile on a fresh clone runs the standard Locust scenario for --duration seconds "
+        "and the statement probe; per endpoint p50/p99, req/s, statements of a cold "
+        "request, response bytes, and the service's peak RSS, each with its growth "
+        "exponent over the deal count (log-log slope, 95%% interval) named flat, "
+        "sublinear, linear or worse. Load sweep: per profile, one Locust run holding each "
+        "user count of --load-steps for --step-s seconds; throughput and p99 per step, the "
+        "saturation point and the best throughput within --p99-budget-ms. Writes "
+        "DIR/scale.json, DIR/scale.md, DIR/growth.png and DIR/load-sweep.png. The "
+        "defaults take about 10 minutes on 2 cores.",
+    )
+    scale.add_argument(
+        "--scales",
+        type=_scales,
+        default=scaling.DEFAULT_SCALES,
+        metavar="N,N,...",
+        help="seed scales, 500 deals each (default 1,10,100)",
+    )
+    scale.add_argument(
+        "--profiles",
+        default="legacy,optimized",
+        help="comma-separated profiles (default legacy,optimized)",
+    )
+    scale.add_argument(
+        "--duration",
+        type=float,
+        default=scaling.DEFAULT_DURATION_S,
+        help=f"seconds of load per profile and scale (default {scaling.DEFAULT_DURATION_S:g})",
+    )
+    scale.add_argument(
+        "--load-steps",
+        type=_steps,
+        default=DEFAULT_STEPS,
+        metavar="USERS,...",
+        help="user counts of the load sweep, rising (default "
+        + ",".join(map(str, DEFAULT_STEPS))
+        + "); none to skip it",
+    )
+    scale.add_argument(
+        "--step-s",
+        type=float,
+        default=scaling.DEFAULT_STEP_S,
+        help=f"seconds each load step is held (default {scaling.DEFAULT_STEP_S:g}; the first "
+        "third, at most 10 s, is left out as the ramp)",
+    )
+    scale.add_argument(
+        "--load-scale",
+        type=int,
+        default=STANDARD.seed_scale,
+        help=f"seed scale of the load sweep (default {STANDARD.seed_scale})",
+    )
+    scale.add_argument(
+        "--p99-budget-ms",
+        type=float,
+        default=scaling.DEFAULT_P99_BUDGET_MS,
+        help="the load sweep reports the best throughput whose p99 stays within this "
+        f"(default {scaling.DEFAULT_P99_BUDGET_MS:g})",
+    )
+    scale.add_argument(
+        "--host",
+        default=None,
+        help="drive a deployed service at this URL instead (load sweep; --scales must be "
+        "the one scale it was seeded with)",
+    )
+    scale.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Locust worker processes on this machine (default 0: one Locust process)",
+    )
+    scale.add_argument(
+        "--out", type=Path, default=None, help="output folder (default a new reports/runs/ one)"
+    )
+    add_db_flags(scale, dsn=True)
+
 
 def _add_budgets(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -215,6 +346,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings, out: Console) -
         return await _selftest(args, settings, out)
     if args.command == "calibrate":
         return await _calibrate(args, settings, out)
+    if args.command == "scale":
+        return await _scale(args, settings, out)
     err = Console(stderr=True, highlight=False)
     if args.command == "gate":
         from sixty_core.harness.gate_report import run_gate
@@ -277,7 +410,11 @@ async def _run(args: argparse.Namespace, settings: Settings, out: Console) -> in
     log = workflow.StepLog(
         on_step=lambda name, s: out.print(f"  [green]✓[/] {name:<24} {s:7.1f} s")
     )
+    if args.scales and len(args.scales) < 2:
+        raise SixtyError("--scales needs two or more scales for a growth curve, e.g. 1,10,100")
     path = await run(options, settings, out, log)
+    if args.scales or args.load_steps:
+        await _run_sweeps(args, options.out, path, profiles, settings, out, log)
     paths = report.render(path, options.out)
     out.rule("[bold]summary[/]")
     out.print(report.claims_table(path))
@@ -298,6 +435,36 @@ async def _run(args: argparse.Namespace, settings: Settings, out: Console) -> in
         console=out,
         error_console=Console(stderr=True, highlight=False),
     )
+
+
+async def _run_sweeps(
+    args: argparse.Namespace,
+    folder: Path,
+    results_path: Path,
+    profiles: tuple[str, ...],
+    settings: Settings,
+    out: Console,
+    log: workflow.StepLog,
+) -> None:
+    """``sixty run --scales/--load-steps``: the sweeps into ``folder/scaling`` and their
+    record into ``results.json`` (rewritten whole), so the report shows them."""
+    from sixty_core.harness import results as results_file
+    from sixty_core.harness import scaling
+    from sixty_core.harness.scaling_results import read
+
+    out.rule("[bold]how cost grows[/]")
+    options = scaling.ScaleOptions(
+        out=folder / "scaling",
+        scales=args.scales or (STANDARD.seed_scale,),
+        profiles=profiles,
+        load_steps=args.load_steps,
+        load_scale=args.scale or STANDARD.seed_scale,
+        progress=out.is_terminal,
+    )
+    record = read(await scaling.sweep(options, settings, out, log))
+    results = results_file.read(results_path)
+    results.scaling = record
+    results_file.write(results, results_path)
 
 
 def _gate_remeasure(args: argparse.Namespace) -> Callable[[Results], set[str]] | None:
@@ -393,6 +560,71 @@ async def _calibrate(args: argparse.Namespace, settings: Settings, out: Console)
     out.print(calibrate.toml_snippet(result), markup=False, highlight=False)
     out.print(f"results: {options.out / 'calibrate.json'}")
     return 0
+
+
+def _scale_options(args: argparse.Namespace, out: Console) -> ScaleOptions:
+    from sixty_core.harness.rundir import new_run_dir
+    from sixty_core.harness.scaling import ScaleOptions
+
+    if not 0 <= args.workers <= 16:
+        raise SixtyError(f"--workers must be 0 to 16, got {args.workers}")
+    if not 1 <= args.load_scale <= 1000:
+        raise SixtyError(f"--load-scale must be between 1 and 1000, got {args.load_scale}")
+    options = ScaleOptions(
+        out=(args.out or new_run_dir("scale")).resolve(),
+        scales=args.scales,
+        profiles=parse_profile_list(args.profiles),
+        duration_s=args.duration,
+        load_steps=args.load_steps,
+        step_s=args.step_s,
+        load_scale=args.load_scale,
+        p99_budget_ms=args.p99_budget_ms,
+        host=args.host,
+        workers=args.workers,
+        progress=out.is_terminal,
+    )
+    options.check()
+    return options
+
+
+async def _scale(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from sixty_core.harness import scaling, scaling_report
+    from sixty_core.harness.rundir import write_whole
+    from sixty_core.harness.scaling_results import read
+
+    options = _scale_options(args, out)
+    log = workflow.StepLog(
+        on_step=lambda name, s: out.print(f"  [green]✓[/] {name:<28} {s:7.1f} s")
+    )
+    path = await scaling.sweep(options, settings, out, log)
+    record = read(path)
+    write_whole({options.out / name: data for name, data in scaling_report.outputs(record).items()})
+    out.rule("[bold]summary[/]")
+    _print_scaling(record, out)
+    out.print(f"[green]✓[/] sixty scale finished in {record.wall_s:.0f} s\n  results: {path}")
+    out.print(f"  report:  {options.out / 'scale.md'}")
+    return 0
+
+
+def _print_scaling(record: ScalingRecord, out: Console) -> None:
+    from rich.table import Table
+
+    from sixty_core.harness import scaling_report
+
+    for title, (header, rows) in (
+        ("growth over deal count", scaling_report.exponent_table(record)),
+        ("load sweep", scaling_report.sweep_table(record)),
+    ):
+        if not rows:
+            continue
+        table = Table(title=title)
+        for column in header:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    for line in scaling_report.sweep_lines(record):
+        out.print(f"  {line}")
 
 
 def default_budgets() -> Path:

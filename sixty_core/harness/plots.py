@@ -25,18 +25,18 @@ DPI = 110
 RATE_WINDOW_S = 2.0
 
 
-def _colour(index: int) -> str:
+def profile_colour(index: int) -> str:
     """The colour cycle's ``index``-th colour (matplotlib's ``C0``..``C9``)."""
     return f"C{index % 10}"
 
 
-def _legend(ax: Axes, **options: Any) -> None:
+def legend(ax: Axes, **options: Any) -> None:
     """A legend when the axes drew anything (a profile without data draws nothing)."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(**options)
 
 
-def _png(figure: Figure) -> bytes:
+def png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=DPI)
@@ -61,7 +61,7 @@ def latency_cdfs(results: Results) -> bytes:
     figure, (requests, creates) = plt.subplots(1, 2, figsize=(11, 4))
     for index, record in _loaded(results):
         assert record.load is not None
-        colour = _colour(index)
+        colour = profile_colour(index)
         _cdf(requests, record.load.raw.ms, record.profile, colour)
         _cdf(creates, record.load.raw.creates_ms, record.profile, colour)
     for ax, title in ((requests, "every request"), (creates, "deal create (wizard action)")):
@@ -70,8 +70,8 @@ def latency_cdfs(results: Results) -> bytes:
         ax.set_ylabel("share of samples at or below")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        _legend(ax, loc="lower right", fontsize=8)
-    return _png(figure)
+        legend(ax, loc="lower right", fontsize=8)
+    return png(figure)
 
 
 def rss_over_time(results: Results) -> bytes:
@@ -82,13 +82,13 @@ def rss_over_time(results: Results) -> bytes:
         # zip stops at the shorter column: a series missing a quantity plots nothing.
         points = [(t, r) for t, r in zip(series.t_s, series.rss_mb, strict=False) if r is not None]
         if points:
-            ax.plot(*zip(*points, strict=True), label=record.profile, color=_colour(index))
+            ax.plot(*zip(*points, strict=True), label=record.profile, color=profile_colour(index))
     ax.set_xlabel("seconds into the load run")
     ax.set_ylabel("service RSS (MB)")
     ax.set_title("Service RSS over the load run")
     ax.grid(True, alpha=0.3)
-    _legend(ax, fontsize=8)
-    return _png(figure)
+    legend(ax, fontsize=8)
+    return png(figure)
 
 
 def _windowed_rate(
@@ -115,7 +115,7 @@ def cache_and_pool(results: Results) -> bytes:
     for index, record in _loaded(results):
         assert record.load is not None
         series = record.load.series
-        colour = _colour(index)
+        colour = profile_colour(index)
         n = min(len(series.t_s), len(series.cache_hits), len(series.cache_misses))
         lookups = [series.cache_hits[i] + series.cache_misses[i] for i in range(n)]
         xs, ys = _windowed_rate(series.t_s[:n], series.cache_hits[:n], lookups)
@@ -140,8 +140,8 @@ def cache_and_pool(results: Results) -> bytes:
     for ax in (hits, pool):
         ax.set_xlabel("seconds into the load run")
         ax.grid(True, alpha=0.3)
-        _legend(ax, fontsize=8)
-    return _png(figure)
+        legend(ax, fontsize=8)
+    return png(figure)
 
 
 def throughput(results: Results) -> bytes:
@@ -154,13 +154,15 @@ def throughput(results: Results) -> bytes:
             continue
         edges = np.arange(0.0, float(starts.max()) + RATE_WINDOW_S, RATE_WINDOW_S)
         counts, _ = np.histogram(starts, bins=edges)
-        ax.plot(edges[1:], counts / RATE_WINDOW_S, label=record.profile, color=_colour(index))
+        ax.plot(
+            edges[1:], counts / RATE_WINDOW_S, label=record.profile, color=profile_colour(index)
+        )
     ax.set_xlabel("seconds into the load run")
     ax.set_ylabel("requests / s")
     ax.set_title("Throughput (each profile's own client mix)")
     ax.grid(True, alpha=0.3)
-    _legend(ax, fontsize=8)
-    return _png(figure)
+    legend(ax, fontsize=8)
+    return png(figure)
 
 
 def ablation_bars(effects: dict[str, dict[str, float]], units: dict[str, str]) -> bytes:
@@ -174,10 +176,10 @@ def ablation_bars(effects: dict[str, dict[str, float]], units: dict[str, str]) -
     for ax, metric in zip(axes.flat, metrics, strict=False):
         flags = list(effects[metric])
         values = [effects[metric][f] for f in flags]
-        ax.barh(flags, values, color=[_colour(i) for i in range(len(flags))])
+        ax.barh(flags, values, color=[profile_colour(i) for i in range(len(flags))])
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title(f"{metric} ({units.get(metric, '')})", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(True, axis="x", alpha=0.3)
     figure.suptitle("Turning one flag off: change from optimized", fontsize=10)
-    return _png(figure)
+    return png(figure)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sixty_core.harness import claims, plots
+from sixty_core.harness import claims, plots, scaling_report
 from sixty_core.harness.metrics import DEFINITIONS, all_metrics
 from sixty_core.harness.report_sections import (
     ablation_effects,
@@ -32,6 +32,7 @@ from sixty_core.harness.report_sections import (
 )
 from sixty_core.harness.results import Results, read
 from sixty_core.harness.rundir import write_whole
+from sixty_core.harness.scaling_results import ScalingRecord
 
 VERDICT_MARK = {claims.CONFIRMED: "✅", claims.REFUTED: "❌", claims.INCONCLUSIVE: "❔"}
 
@@ -161,6 +162,11 @@ def markdown(results: Results) -> str:
         parts += ["", "## Leak evidence", ""]
         for head, lines in leaks:
             parts += [f"- **{head}**", *(f"  - {line}" for line in lines)]
+    if results.scaling is not None:
+        parts += ["", "## How cost grows", ""]
+        for table in _scaling_tables(results.scaling):
+            parts += [_md_table(*table), ""]
+        parts += [f"- {line}" for line in scaling_report.sweep_lines(results.scaling)]
     header, bench_rows = bench_table(results)
     if bench_rows:
         parts += ["", "## Benchmarks (per call)", "", _md_table(header, bench_rows)]
@@ -262,6 +268,8 @@ def html_report(results: Results) -> str:
     if leaks:
         parts.append("<h2>Leak evidence</h2>")
         parts += [f"<p><b>{html.escape(head)}</b></p>{_list(lines)}" for head, lines in leaks]
+    if results.scaling is not None:
+        parts += _scaling_html(results.scaling)
     header, bench_rows = bench_table(results)
     if bench_rows:
         parts += ["<h2>Benchmarks (per call)</h2>", _html_table(header, bench_rows)]
@@ -275,6 +283,28 @@ def html_report(results: Results) -> str:
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _scaling_tables(record: ScalingRecord) -> list[tuple[list[str], list[list[str]]]]:
+    tables = [scaling_report.exponent_table(record), scaling_report.sweep_table(record)]
+    return [table for table in tables if table[1]]
+
+
+def _scaling_html(record: ScalingRecord) -> list[str]:
+    parts = ["<h2>How cost grows</h2>"]
+    if record.curves:
+        parts += [
+            _html_table(*scaling_report.exponent_table(record)),
+            _img(scaling_report.growth_png(record), "latency, statements and memory against deals"),
+        ]
+    if record.sweeps:
+        parts += [
+            _html_table(*scaling_report.sweep_table(record)),
+            _list(scaling_report.sweep_lines(record)),
+            _img(scaling_report.sweep_png(record), "throughput and p99 against users"),
+        ]
+    parts.append(_list(scaling_report.method_lines(record)))
+    return parts
 
 
 def render(results_path: Path, out: Path) -> ReportPaths:

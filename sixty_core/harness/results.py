@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from sixty_core.errors import SixtyError
+from sixty_core.harness.scaling_results import ScalingRecord
 from sixty_core.load.scenario import Scenario
 
 SCHEMA_NAME = "sixty.results"
@@ -210,6 +211,8 @@ class Results(msgspec.Struct):
     method: Method
     profiles: list[ProfileRecord]
     bench: BenchRecord | None = None
+    #: The growth curves and load sweep, when the run was asked for them.
+    scaling: ScalingRecord | None = None
     steps: list[Step] = []
     wall_s: float = 0.0
 

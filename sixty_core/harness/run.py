@@ -105,7 +105,7 @@ def _clone_name(stem: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Steps:
+class ProfileSteps:
     """The measuring steps of one pipeline, each on its own fresh clone of ``template``
     (a database on the server at ``admin_dsn``)."""
 
@@ -207,7 +207,7 @@ async def run(
             await workflow.migrate_and_seed(
                 template_dsn, scale=settings.seed_scale, seed_value=settings.seed, log=log
             )
-        steps = _Steps(options, scenario, settings, database.dsn, template, console, log)
+        steps = ProfileSteps(options, scenario, settings, database.dsn, template, console, log)
         try:
             for index, profile in enumerate(profiles, 1):
                 console.rule(f"[bold]{profile}[/] ({index}/{len(profiles)})")

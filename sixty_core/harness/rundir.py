@@ -23,17 +23,21 @@ def prepare_run_dir(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def write_whole(files: Mapping[Path, str]) -> None:
+def write_whole(files: Mapping[Path, str | bytes]) -> None:
     """Write every file of ``files`` whole: all go to temporary files first and are
     renamed into place only when every one was written, so a full disk or a missing
-    permission leaves what was there before (SixtyError naming the file)."""
+    permission leaves what was there before (SixtyError naming the file). Text is written
+    as UTF-8, bytes as they are."""
     staged: list[tuple[Path, Path]] = []
     try:
         for path, text in files.items():
             partial = path.with_name(f".{path.name}.partial")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(text, encoding="utf-8")
+                if isinstance(text, bytes):
+                    partial.write_bytes(text)
+                else:
+                    partial.write_text(text, encoding="utf-8")
             except OSError as exc:
                 raise SixtyError(f"{path}: cannot write it ({exc.strerror})") from None
             staged.append((partial, path))
