@@ -134,9 +134,9 @@ def test_actions_are_listed_after_requests() -> None:
 
 def test_every_shape_ends_and_stays_within_its_users() -> None:
     for shape in SHAPES:
-        counts = [plan(shape, t / 10, 20, 5.0, 30.0) for t in range(300)]
+        counts = [plan(shape, t / 10, 20, 5.0, 30.0, (5, 10, 20)) for t in range(300)]
         assert all(c is not None and 1 <= c[0] <= 20 for c in counts)
-        assert plan(shape, 30.0, 20, 5.0, 30.0) is None
+        assert plan(shape, 30.0, 20, 5.0, 30.0, (5, 10, 20)) is None
 
 
 def test_ramp_climbs_and_spike_peaks_in_the_middle() -> None:

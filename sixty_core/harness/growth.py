@@ -65,9 +65,7 @@ def growth_name(exponent: float | None) -> str:
 def _slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least-squares slopes of each row of ``y`` (log values) against ``x`` (log sizes)."""
     centred = x - x.mean()
-    slopes: np.ndarray = ((y - y.mean(axis=-1, keepdims=True)) @ centred) / float(
-        centred @ centred
-    )
+    slopes: np.ndarray = ((y - y.mean(axis=-1, keepdims=True)) @ centred) / float(centred @ centred)
     return slopes
 
 
