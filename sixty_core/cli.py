@@ -300,6 +300,15 @@ def _add_load_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         default=0,
         help="local Locust worker processes under a master (default 0: one process)",
     )
+    add_remote_worker_flags(load)
+    load.add_argument(
+        "--steps",
+        type=str,
+        default=None,
+        metavar="USERS,...",
+        help="with --shape steps: the user counts, each held for an equal share of the run "
+        "(default 10,20,50,100,200)",
+    )
     load.add_argument(
         "--client",
         choices=("legacy", "optimized"),
@@ -410,6 +419,33 @@ def _add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="BENCH_JSON",
         help="print the table of an existing bench.json and exit (runs nothing)",
     )
+
+
+def add_remote_worker_flags(parser: argparse.ArgumentParser) -> None:
+    """``--remote-workers`` and ``--master-bind``: load from Locust workers on other
+    machines (``sixty load`` and ``sixty scale``)."""
+    parser.add_argument(
+        "--remote-workers",
+        type=int,
+        default=0,
+        help="also wait for this many Locust workers started on other machines (the run "
+        "prints their command and writes worker.env; default 0)",
+    )
+    parser.add_argument(
+        "--master-bind",
+        default="0.0.0.0:5557",
+        metavar="HOST:PORT",
+        help="with --remote-workers: where the Locust master listens (default 0.0.0.0:5557)",
+    )
+
+
+def check_remote_workers(args: argparse.Namespace) -> None:
+    from sixty_core.harness.load import split_bind
+
+    if not 0 <= args.remote_workers <= 256:
+        raise SixtyError(f"--remote-workers must be between 0 and 256, got {args.remote_workers}")
+    if args.remote_workers:
+        split_bind(args.master_bind)
 
 
 def main(argv: Sequence[str] | None = None, *, environ: Environ | None = None) -> int:
@@ -775,7 +811,7 @@ def _scenario(text: str) -> Scenario:
 async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     from sixty_core.harness import load
     from sixty_core.harness.rundir import new_run_dir
-    from sixty_core.load.shapes import DEFAULT_DURATION_S
+    from sixty_core.load.shapes import DEFAULT_DURATION_S, DEFAULT_STEPS, parse_steps
     from sixty_core.profiles import resolve_profile
 
     scenario = _scenario(args.scenario)
@@ -790,6 +826,19 @@ async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> i
         raise SixtyError(f"--duration must be between 1 and 86400 seconds, got {duration:g}")
     if not 0 <= args.workers <= 64:
         raise SixtyError(f"--workers must be between 0 and 64, got {args.workers}")
+    check_remote_workers(args)
+    steps: tuple[int, ...] = ()
+    if args.steps is not None:
+        if args.shape != "steps":
+            raise SixtyError("--steps goes with --shape steps")
+        try:
+            steps = parse_steps(args.steps)
+        except ValueError as exc:
+            raise SixtyError(f"--steps: {exc}") from None
+    elif args.shape == "steps":
+        steps = DEFAULT_STEPS
+    if steps:
+        scenario = scenario.with_overrides(users=max(steps))
     if args.host is not None and args.memray:
         raise SixtyError("--memray traces a service this command starts: not with --host")
     if args.host is None and (args.seed is not None or args.scale is not None):
@@ -814,6 +863,9 @@ async def _load(args: argparse.Namespace, settings: Settings, out: Console) -> i
         workers=args.workers,
         progress=out.is_terminal,
         memray=args.memray,
+        steps=steps,
+        remote_workers=args.remote_workers,
+        master_bind=args.master_bind,
     )
     _widen_for_logs(out)
     outcome = await load.run(options, settings, out, _step_printer(out))

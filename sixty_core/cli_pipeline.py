@@ -241,6 +241,7 @@ def _steps(text: str) -> tuple[int, ...]:
 def _add_scale_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], add_db_flags: AddDbFlags
 ) -> None:
+    from sixty_core.cli import add_remote_worker_flags
     from sixty_core.harness import scaling_results as scaling
     from sixty_core.load.shapes import DEFAULT_STEPS
 
@@ -317,6 +318,7 @@ def _add_scale_parser(
         default=0,
         help="Locust worker processes on this machine (default 0: one Locust process)",
     )
+    add_remote_worker_flags(scale)
     scale.add_argument(
         "--out", type=Path, default=None, help="output folder (default a new reports/runs/ one)"
     )
@@ -563,11 +565,13 @@ async def _calibrate(args: argparse.Namespace, settings: Settings, out: Console)
 
 
 def _scale_options(args: argparse.Namespace, out: Console) -> ScaleOptions:
+    from sixty_core.cli import check_remote_workers
     from sixty_core.harness.rundir import new_run_dir
     from sixty_core.harness.scaling import ScaleOptions
 
     if not 0 <= args.workers <= 16:
         raise SixtyError(f"--workers must be 0 to 16, got {args.workers}")
+    check_remote_workers(args)
     if not 1 <= args.load_scale <= 1000:
         raise SixtyError(f"--load-scale must be between 1 and 1000, got {args.load_scale}")
     options = ScaleOptions(
@@ -581,6 +585,8 @@ def _scale_options(args: argparse.Namespace, out: Console) -> ScaleOptions:
         p99_budget_ms=args.p99_budget_ms,
         host=args.host,
         workers=args.workers,
+        remote_workers=args.remote_workers,
+        master_bind=args.master_bind,
         progress=out.is_terminal,
     )
     options.check()

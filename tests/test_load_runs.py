@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -148,6 +150,67 @@ def test_two_workers_write_their_own_samples_and_the_merge_adds_up(
     assert len(outcome.samples.files) == 2
     assert outcome.samples.matches_locust is True and outcome.samples.count > 20
     assert outcome.workers == 2
+
+
+def worker_env_file(path: Path) -> dict[str, str]:
+    """The ``KEY='value'`` lines of a ``worker.env`` as the shell would read them."""
+    env = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        (env[key],) = shlex.split(value)
+    return env
+
+
+def test_a_worker_started_elsewhere_joins_a_steps_run(tmp_path: Path, scenario_file: Path) -> None:
+    """``--remote-workers``: the master waits on its bind address for a worker the
+    harness did not start (here a process on loopback started from ``worker.env``, as
+    on another machine), and the worker's samples count with Locust's total."""
+    out, port = tmp_path / "run", free_port()
+    command = [sys.executable, "-m", "sixty_core", "load", "--profile", "optimized"]
+    command += ["--scenario", str(scenario_file), "--shape", "steps", "--steps", "2,4"]
+    command += ["--duration", "6", "--remote-workers", "1", "--out", str(out)]
+    command += ["--master-bind", f"127.0.0.1:{port}"]
+    harness = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    worker = None
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "worker.env").exists():
+            assert harness.poll() is None, harness.communicate()[0][-2000:]
+            assert time.monotonic() < deadline, "no worker.env within 90 s"
+            time.sleep(0.2)
+        time.sleep(0.2)  # one write_text call; let it finish before reading
+        env = {**os.environ, **worker_env_file(out / "worker.env")}
+        env["SIXTY_LOAD_SAMPLES_DIR"] = str(out / "samples")
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                "loadtests/locustfile.py",
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        output = harness.communicate(timeout=150)[0].decode(errors="replace")
+    finally:
+        for process in (harness, worker):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert harness.returncode == 0, output[-3000:]
+    assert "remote worker" in output and "--master-port" in output
+    outcome = load_result.read(out / "load.json")
+    assert outcome.workers == 1 and outcome.shape == "steps"
+    assert len(outcome.samples.files) == 1 and outcome.samples.matches_locust is True
+    assert outcome.samples.count > 10
 
 
 @pytest.fixture(scope="module")

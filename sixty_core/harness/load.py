@@ -19,6 +19,7 @@ import contextlib
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -83,6 +84,15 @@ class LoadOptions:
     inject: frozenset[str] = frozenset()
     #: The user counts of the ``steps`` shape (the load sweep); empty for other shapes.
     steps: tuple[int, ...] = ()
+    #: Locust workers started on other machines: the master binds ``master_bind``
+    #: (host:port) and waits for them besides the local ``workers``; ``worker.env`` in
+    #: the run folder holds what each must be started with (see :func:`remote_worker_help`).
+    remote_workers: int = 0
+    master_bind: str = "127.0.0.1:5557"
+
+    @property
+    def expected_workers(self) -> int:
+        return self.workers + self.remote_workers
 
 
 def check_host(url: str, *, seed: int, scale: int) -> str:
@@ -165,23 +175,61 @@ def locust_commands(options: LoadOptions, host: str, out: Path) -> list[list[str
         "--exit-code-on-error",
         "0",
     ]
-    if options.workers == 0:
+    if options.expected_workers == 0:
         return [main]
-    port = free_port()
+    if options.remote_workers:
+        bind_host, port = split_bind(options.master_bind)
+    else:
+        bind_host, port = "127.0.0.1", free_port()
     master = [
         *main,
         "--master",
         "--master-bind-host",
-        "127.0.0.1",
+        bind_host,
         "--master-bind-port",
         str(port),
         "--expect-workers",
-        str(options.workers),
+        str(options.expected_workers),
         "--expect-workers-max-wait",
         str(EXPECT_WORKERS_WAIT_S),
     ]
     worker = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
     return [master, *([worker] * options.workers)]
+
+
+def split_bind(text: str) -> tuple[str, int]:
+    """``"0.0.0.0:5557"`` -> ``("0.0.0.0", 5557)``; SixtyError saying what is wrong."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SixtyError(f"--master-bind must be HOST:PORT, e.g. 0.0.0.0:5557; got {text!r}")
+    return host, int(port)
+
+
+def worker_env(options: LoadOptions, client: str, run_id: str) -> dict[str, str]:
+    """What a remote worker must be started with: the scenario (its user classes read it
+    at import) and the run's tags; the samples folder is the worker's own choice."""
+    env = locust_env(options, client, Path("samples"), run_id)
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith("SIXTY_LOAD_") and k != "SIXTY_LOAD_SAMPLES_DIR"
+    }
+
+
+def remote_worker_help(options: LoadOptions, env_path: Path) -> str:
+    """The command each remote worker machine runs (printed when the master waits)."""
+    _, port = split_bind(options.master_bind)
+    return (
+        f"waiting up to {EXPECT_WORKERS_WAIT_S} s for {options.remote_workers} remote "
+        f"worker(s); on each worker machine, in a checkout of this repository with "
+        f"{env_path.name} copied beside it:\n"
+        f"  set -a; . ./{env_path.name}; set +a\n"
+        f"  SIXTY_LOAD_SAMPLES_DIR=<this run's samples folder, mounted> .venv/bin/locust "
+        f"-f loadtests/locustfile.py --worker --master-host <this machine> --master-port "
+        f"{port}\n"
+        f"Figures come from the samples in {options.out / 'samples'}: a worker whose samples "
+        "do not land there (a shared mount) is missing from them, and the run says so."
+    )
 
 
 def locust_total(out: Path) -> int | None:
@@ -215,8 +263,18 @@ def drive_locust(
     ]
     processes: list[subprocess.Popen[bytes]] = []
     deadline_s = (
-        options.scenario.duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if options.workers else 0)
+        options.scenario.duration_s
+        + GRACE_S
+        + (EXPECT_WORKERS_WAIT_S if options.expected_workers else 0)
     )
+    if options.remote_workers:
+        env_path = out / "worker.env"
+        env_path.write_text(
+            "".join(
+                f"{k}={shlex.quote(v)}\n" for k, v in worker_env(options, client, run_id).items()
+            )
+        )
+        print(remote_worker_help(options, env_path), flush=True)
     try:
         for command, log_path in zip(commands, log_paths, strict=True):
             with log_path.open("wb") as log:
@@ -371,7 +429,7 @@ async def run(
         target=target,
         profile=profile,
         client=client,
-        workers=options.workers,
+        workers=options.expected_workers,
         service=figures,
         peak_rss=peak,
         locust_total=total,

@@ -95,6 +95,9 @@ class ScaleOptions:
     host: str | None = None
     #: Local Locust worker processes (0: one Locust process).
     workers: int = 0
+    #: Load-sweep workers on other machines, and where the master listens for them.
+    remote_workers: int = 0
+    master_bind: str = "0.0.0.0:5557"
     scenario: Scenario = STANDARD
     progress: bool = True
 
@@ -130,6 +133,11 @@ def where(options: ScaleOptions, database: Database | None) -> Where:
     load_part = "Locust on this machine" + (
         f", {options.workers} worker processes" if options.workers else ", one process"
     )
+    if options.remote_workers:
+        load_part += (
+            f"; load sweep also from {options.remote_workers} remote worker(s) via "
+            f"{options.master_bind}"
+        )
     service = options.host or "started here per profile (loopback)"
     if database is None:
         db = "the deployed service's own"
@@ -426,6 +434,8 @@ def _sweep_load_options(
         profile=profile,
         host=options.host,
         workers=options.workers,
+        remote_workers=options.remote_workers,
+        master_bind=options.master_bind,
         progress=options.progress,
         dsn=dsn,
     )
