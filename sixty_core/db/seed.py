@@ -12,101 +12,57 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
+from sixty_core.db.seed_load import copy_in_bulk
+from sixty_core.db.seed_rows import (
+    ACTIVITIES_PER_SCALE,
+    COLUMNS,
+    COMPANIES_PER_SCALE,
+    CONTACTS_PER_SCALE,
+    DEALS_PER_SCALE,
+    EPOCH,
+    OWNERS_PER_SCALE,
+    PIPELINE_STAGES,
+    SEEDED_TABLES,
+    SESSION_EXPIRY,
+    STAGE_WEIGHTS,
+    CopyText,
+    Values,
+    draw_profiles,
+    draw_rows,
+)
 from sixty_core.errors import SeedError
-from sixty_core.tokens import derive_token, hash_token
+from sixty_core.tokens import derive_token
 
-#: The live pipeline of Aug 2025: (name, order_position, default_probability, color, final).
-PIPELINE_STAGES: tuple[tuple[str, int, int, str, bool], ...] = (
-    ("SQL", 20, 20, "#6366F1", False),
-    ("Opportunity", 30, 25, "#8B5CF6", False),
-    ("Verbal", 40, 75, "#F97316", False),
-    ("Signed", 50, 100, "#10B981", True),
-    ("Lost", 60, 0, "#EF4444", True),
-)
-#: Share of deals per stage, in PIPELINE_STAGES order.
-STAGE_WEIGHTS = (30, 30, 15, 15, 10)
+__all__ = [
+    "ACTIVITIES_PER_SCALE",
+    "COMPANIES_PER_SCALE",
+    "CONTACTS_PER_SCALE",
+    "DEALS_PER_SCALE",
+    "EPOCH",
+    "MAX_SCALE",
+    "OWNERS_PER_SCALE",
+    "PIPELINE_STAGES",
+    "SEEDED_TABLES",
+    "SESSION_EXPIRY",
+    "STAGE_WEIGHTS",
+    "SeedData",
+    "SeedOwner",
+    "SeedReport",
+    "check_scale",
+    "generate",
+    "owners_as_json",
+    "seed",
+    "seeded_owners",
+    "table_checksums",
+]
 
-OWNERS_PER_SCALE = 5
-COMPANIES_PER_SCALE = 25
-CONTACTS_PER_SCALE = 50
-DEALS_PER_SCALE = 500
-ACTIVITIES_PER_SCALE = 1000
 MAX_SCALE = 1000
-
-#: Seeded timestamps are relative to this instant, never to the wall clock.
-EPOCH = datetime(2025, 8, 1, tzinfo=UTC)
-#: Seeded sessions stay valid until then, so long-lived load runs keep authenticating.
-SESSION_EXPIRY = datetime(2035, 1, 1, tzinfo=UTC)
-
-#: Tables in load order (parents first), with the column that orders their checksum.
-SEEDED_TABLES: tuple[tuple[str, str], ...] = (
-    ("profiles", "id"),
-    ("deal_stages", "id"),
-    ("companies", "id"),
-    ("contacts", "id"),
-    ("deals", "id"),
-    ("activities", "id"),
-    ("deal_stage_history", "id"),
-    ("sessions", "token_hash"),
-)
-
-_FIRST = (
-    "Ava",
-    "Ben",
-    "Chloe",
-    "Dan",
-    "Ella",
-    "Finn",
-    "Grace",
-    "Hugo",
-    "Isla",
-    "Jack",
-    "Kara",
-    "Liam",
-    "Maya",
-    "Noah",
-    "Olive",
-    "Pete",
-    "Quinn",
-    "Rosa",
-    "Sam",
-    "Tara",
-)
-_LAST = (
-    "Adams",
-    "Brown",
-    "Clark",
-    "Davis",
-    "Evans",
-    "Fox",
-    "Green",
-    "Hill",
-    "Irwin",
-    "Jones",
-    "King",
-    "Lee",
-    "Moore",
-    "Nash",
-    "Owen",
-    "Price",
-    "Reed",
-    "Shaw",
-    "Todd",
-)
-_ADJ = ("Blue", "Bright", "Clear", "Swift", "North", "Prime", "Solid", "True", "Vivid", "Apex")
-_NOUN = ("Labs", "Systems", "Works", "Logic", "Cloud", "Media", "Health", "Energy", "Foods")
-_INDUSTRY = ("software", "retail", "finance", "health", "energy", "media", "logistics")
-_SIZES = ("startup", "small", "medium", "large", "enterprise")
-_ACTIVITY_TYPES = ("sale", "outbound", "meeting", "proposal")
 
 
 @dataclass(frozen=True)
@@ -165,302 +121,30 @@ def check_scale(scale: int) -> None:
         raise SeedError(f"seed scale must be between 0 and {MAX_SCALE}, got {scale}")
 
 
-def _new_id(rng: random.Random) -> uuid.UUID:
-    return uuid.UUID(int=rng.getrandbits(128), version=4)
-
-
-def _at(days_ago: float) -> datetime:
-    return EPOCH - timedelta(seconds=round(days_ago * 86400))
-
-
-def _owners(
-    rng: random.Random, scale: int, seed: int
-) -> tuple[list[tuple[Any, ...]], list[SeedOwner]]:
-    """The owners' profile rows and their :class:`SeedOwner` view; index 0 is the admin.
-
-    They are the first draws from ``rng``, so :func:`seeded_owners` can make them alone.
-    """
-    rows: list[tuple[Any, ...]] = []
-    owners: list[SeedOwner] = []
-    for i in range(max(1, OWNERS_PER_SCALE * scale)):
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        oid, created = _new_id(rng), _at(400 + rng.random() * 300)
-        email = f"{first.lower()}.{last.lower()}.{i}@example.com"
-        role = "Director" if i == 0 else "Sales Rep"
-        rows.append((oid, first, last, email, role, None, i == 0, created, created))
-        owners.append(
-            SeedOwner(i, str(oid), email, f"{first} {last}", i == 0, derive_token(seed, i))
-        )
-    return rows, owners
-
-
 def seeded_owners(scale: int, seed: int) -> list[SeedOwner]:
     """The owners :func:`generate` makes for (``scale``, ``seed``), without the other rows."""
     check_scale(scale)
-    return _owners(random.Random(seed), scale, seed)[1]
+    # The profiles are the first draws, so a fresh generator makes exactly the same ones.
+    rows = draw_profiles(random.Random(seed), scale, Values())
+    return [
+        SeedOwner(i, str(r[0]), r[3], f"{r[1]} {r[2]}", i == 0, derive_token(seed, i))
+        for i, r in enumerate(rows)
+    ]
 
 
 def generate(scale: int, seed: int) -> SeedData:
-    """Generate every seeded row for (``scale``, ``seed``) in memory; no I/O.
+    """Generate every seeded row for (``scale``, ``seed``) in memory as Python objects; no I/O.
 
-    Scale 0 still gives the pipeline stages and one admin owner with a session.
+    Scale 0 still gives the pipeline stages and one admin owner with a session. A deal row
+    already holds the ``value`` and ``annual_value`` the revenue trigger would compute.
     """
     check_scale(scale)
-    rng = random.Random(seed)
     data = SeedData()
-
-    def new_id() -> uuid.UUID:
-        return _new_id(rng)
-
-    def at(days_ago: float) -> datetime:
-        return _at(days_ago)
-
-    owners, data.owners = _owners(rng, scale, seed)
-    data.add(
-        "profiles",
-        (
-            "id",
-            "first_name",
-            "last_name",
-            "email",
-            "stage",
-            "avatar_url",
-            "is_admin",
-            "created_at",
-            "updated_at",
-        ),
-        owners,
-    )
-    owner_ids = [o[0] for o in owners]
-    owner_names = [f"{o[1]} {o[2]}" for o in owners]
-
-    stages = [
-        (new_id(), name, f"{name} stage", color, pos, prob, final, EPOCH - timedelta(days=900))
-        for name, pos, prob, color, final in PIPELINE_STAGES
-    ]
-    data.add(
-        "deal_stages",
-        (
-            "id",
-            "name",
-            "description",
-            "color",
-            "order_position",
-            "default_probability",
-            "is_final",
-            "created_at",
-            "updated_at",
-        ),
-        [(*s, s[-1]) for s in stages],
-    )
-
-    companies: list[tuple[Any, ...]] = []
-    for i in range(COMPANIES_PER_SCALE * scale):
-        name = f"{rng.choice(_ADJ)} {rng.choice(_NOUN)} {i}"
-        slug = name.lower().replace(" ", "-")
-        created = at(300 + rng.random() * 300)
-        companies.append(
-            (
-                new_id(),
-                name,
-                f"{slug}.example.com",
-                rng.choice(_INDUSTRY),
-                rng.choice(_SIZES),
-                f"https://{slug}.example.com",
-                rng.choice(owner_ids),
-                created,
-                created,
-            )
-        )
-    data.add(
-        "companies",
-        (
-            "id",
-            "name",
-            "domain",
-            "industry",
-            "size",
-            "website",
-            "owner_id",
-            "created_at",
-            "updated_at",
-        ),
-        companies,
-    )
-
-    contacts: list[tuple[Any, ...]] = []
-    for i in range(CONTACTS_PER_SCALE * scale):
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        company = companies[i % len(companies)]
-        created = at(200 + rng.random() * 300)
-        contacts.append(
-            (
-                new_id(),
-                f"{first.lower()}.{last.lower()}.c{i}@example.org",
-                first,
-                last,
-                rng.choice(("CEO", "CTO", "Buyer", "VP Sales")),
-                f"+44 20 {rng.randrange(10**7):07d}",
-                i < len(companies),
-                company[0],
-                company[6],
-                created,
-                created,
-            )
-        )
-    data.add(
-        "contacts",
-        (
-            "id",
-            "email",
-            "first_name",
-            "last_name",
-            "title",
-            "phone",
-            "is_primary",
-            "company_id",
-            "owner_id",
-            "created_at",
-            "updated_at",
-        ),
-        contacts,
-    )
-
-    deals: list[tuple[Any, ...]] = []
-    history: list[tuple[Any, ...]] = []
-    for i in range(DEALS_PER_SCALE * scale):
-        stage_index = rng.choices(range(len(stages)), weights=STAGE_WEIGHTS)[0]
-        stage = stages[stage_index]
-        company = companies[rng.randrange(len(companies))]
-        contact = contacts[rng.randrange(len(contacts))]
-        owner_index = rng.randrange(len(owner_ids))
-        created_days = 1 + rng.random() * 180
-        stage_days = rng.random() * created_days
-        one_off = Decimal(rng.choice((0, 0, 1500, 5000, 12000, 25000, 48000)))
-        mrr = Decimal(rng.choice((0, 250, 500, 1200, 2500, 4000)))
-        status = "won" if stage[1] == "Signed" else "lost" if stage[1] == "Lost" else "active"
-        close = (EPOCH + timedelta(days=rng.randrange(-30, 120))).date()
-        deal_id = new_id()
-        deals.append(
-            (
-                deal_id,
-                f"{company[1]} deal {i}",
-                company[1],
-                f"{contact[2]} {contact[3]}",
-                contact[1],
-                contact[5],
-                Decimal(0),
-                f"Seeded deal {i}",
-                stage[0],
-                owner_ids[owner_index],
-                close if rng.random() < 0.8 else None,
-                stage[5],
-                status,
-                one_off,
-                mrr,
-                company[0],
-                contact[0],
-                at(created_days),
-                at(stage_days),
-                at(stage_days),
-            )
-        )
-        if stage_index > 0 and rng.random() < 0.5:
-            previous = stages[stage_index - 1]
-            entered = at(created_days)
-            exited = at(stage_days)
-            history.append(
-                (
-                    new_id(),
-                    deal_id,
-                    previous[0],
-                    owner_ids[owner_index],
-                    entered,
-                    exited,
-                    int((exited - entered).total_seconds()),
-                )
-            )
-        history.append(
-            (new_id(), deal_id, stage[0], owner_ids[owner_index], at(stage_days), None, None)
-        )
-    data.add(
-        "deals",
-        (
-            "id",
-            "name",
-            "company",
-            "contact_name",
-            "contact_email",
-            "contact_phone",
-            "value",
-            "description",
-            "stage_id",
-            "owner_id",
-            "expected_close_date",
-            "probability",
-            "status",
-            "one_off_revenue",
-            "monthly_mrr",
-            "company_id",
-            "primary_contact_id",
-            "created_at",
-            "updated_at",
-            "stage_changed_at",
-        ),
-        deals,
-    )
-
-    activities: list[tuple[Any, ...]] = []
-    for _ in range(ACTIVITIES_PER_SCALE * scale):
-        owner_index = rng.randrange(len(owner_ids))
-        deal = deals[rng.randrange(len(deals))] if deals and rng.random() < 0.6 else None
-        when = at(rng.random() * 180)
-        activities.append(
-            (
-                new_id(),
-                owner_ids[owner_index],
-                rng.choice(_ACTIVITY_TYPES),
-                "completed",
-                rng.choice(("low", "medium", "high")),
-                deal[2] if deal else rng.choice(companies)[1],
-                owner_names[owner_index],
-                None,
-                Decimal(rng.randrange(0, 20000)),
-                when,
-                deal[0] if deal else None,
-                when,
-                when,
-            )
-        )
-    data.add(
-        "activities",
-        (
-            "id",
-            "user_id",
-            "type",
-            "status",
-            "priority",
-            "client_name",
-            "sales_rep",
-            "details",
-            "amount",
-            "date",
-            "deal_id",
-            "created_at",
-            "updated_at",
-        ),
-        activities,
-    )
-    data.add(
-        "deal_stage_history",
-        ("id", "deal_id", "stage_id", "user_id", "entered_at", "exited_at", "duration_seconds"),
-        history,
-    )
-    data.add(
-        "sessions",
-        ("token_hash", "user_id", "created_at", "expires_at"),
-        [(hash_token(o.token), owner_ids[o.index], EPOCH, SESSION_EXPIRY) for o in data.owners],
-    )
+    for table, _ in SEEDED_TABLES:
+        data.add(table, COLUMNS[table], [])
+    for table, rows in draw_rows(scale, seed, Values()):
+        data.rows[table].extend(rows)
+    data.owners = seeded_owners(scale, seed)
     return data
 
 
@@ -480,7 +164,6 @@ async def seed(
     """
     check_scale(scale)
     started = clock()
-    data = generate(scale, seed)
     try:
         async with conn.transaction():
             # Any row in any seeded table collides with the seed's fixed ids and names.
@@ -499,11 +182,8 @@ async def seed(
                 await conn.execute(
                     "TRUNCATE " + ", ".join(t for t, _ in SEEDED_TABLES) + " CASCADE"
                 )
-            for table, _ in SEEDED_TABLES:
-                if data.rows[table]:
-                    await conn.copy_records_to_table(
-                        table, records=data.rows[table], columns=list(data.columns[table])
-                    )
+            # The rows are drawn while they are loaded, so drawing overlaps the server's work.
+            rows = await copy_in_bulk(conn, draw_rows(scale, seed, CopyText()))
     except asyncpg.UndefinedTableError:
         raise SeedError("the database has no schema yet: run `sixty db migrate` first") from None
     except asyncpg.PostgresError as exc:
@@ -514,11 +194,7 @@ async def seed(
         ) from None
     seconds = clock() - started
     return SeedReport(
-        scale=scale,
-        seed=seed,
-        rows={t: len(data.rows[t]) for t, _ in SEEDED_TABLES},
-        seconds=seconds,
-        owners=data.owners,
+        scale=scale, seed=seed, rows=rows, seconds=seconds, owners=seeded_owners(scale, seed)
     )
 
 

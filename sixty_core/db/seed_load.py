@@ -1,0 +1,213 @@
+"""Load seed rows into Postgres: the plain way (the reference) and the bulk way (the seed's).
+
+:func:`copy_rows` copies Python-object rows table by table with asyncpg's binary COPY while
+every index, constraint and trigger stays in place: slow (each row updates a dozen btrees,
+runs two deal triggers and one foreign-key probe per reference) but obviously right.
+
+:func:`copy_in_bulk` loads the same rows as Postgres would store them, several times
+faster, and must be run inside the caller's transaction (a failure anywhere then undoes the
+DDL below together with the rows):
+
+1. it drops the seeded tables' primary-key, unique and foreign-key constraints and their
+   plain indexes, taking every name and definition from the catalog; check constraints
+   stay, so a bad value is still refused as each row arrives;
+2. it disables the two deal triggers named in :data:`DEFERRED_TRIGGERS` (never any other):
+   the revenue trigger because every deal row already carries the ``value`` and
+   ``annual_value`` it would compute, the change-feed trigger because a seed is a bulk
+   load, not half a million deal edits for listeners (they get no per-row notifications);
+3. it streams the rows in COPY's text format, drawing the next batch while Postgres
+   stores the previous one (Python draws on one core, the server parses on another);
+4. it re-creates the constraints and indexes from their catalog definitions (unique ones
+   first: a foreign key needs its referenced key) with a larger ``maintenance_work_mem``,
+   so each index is built by one sort and each foreign key is validated by one join, and
+   re-enables the triggers.
+
+A duplicate key or dangling reference therefore fails at step 4 instead of at the row, with
+the same error class, and the transaction rolls back either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+
+from sixty_core.db.seed_rows import COLUMNS, SEEDED_TABLES, Row
+
+#: Deal triggers switched off during a bulk load, each because the rows make it redundant.
+DEFERRED_TRIGGERS: tuple[tuple[str, str], ...] = (
+    ("deals", "update_deal_revenue_trigger"),
+    ("deals", "deal_change_notify_trigger"),
+)
+#: Memory for each index sort while the constraints are rebuilt (the default is 64MB; the
+#: largest seed index, a million uuids, sorts in memory within this).
+INDEX_BUILD_MEMORY = "256MB"
+
+#: How many batches the drawing thread may run ahead of the copy (about 150 MB of text).
+AHEAD_BATCHES = 1024
+_CHUNK_BYTES = 1 << 20
+
+# Foreign keys first (they depend on the unique indexes), then primary keys and uniques.
+# Names are quoted by format() and regclass, never spliced in from input.
+_CONSTRAINTS_SQL = """
+WITH seeded AS (SELECT to_regclass(name) AS rel FROM unnest($1::text[]) AS t(name))
+SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname) AS drop,
+       format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+              pg_get_constraintdef(c.oid)) AS restore,
+       c.contype = 'f' AS is_foreign, c.conrelid::regclass::text AS rel
+  FROM pg_constraint c
+ WHERE (c.contype IN ('p', 'u') AND c.conrelid IN (SELECT rel FROM seeded))
+    OR (c.contype = 'f' AND (c.conrelid IN (SELECT rel FROM seeded)
+                             OR c.confrelid IN (SELECT rel FROM seeded)))
+ ORDER BY c.contype = 'f' DESC, c.oid
+"""
+# Indexes that back no constraint; those that do come back with their constraint.
+_INDEXES_SQL = """
+WITH seeded AS (SELECT to_regclass(name) AS rel FROM unnest($1::text[]) AS t(name))
+SELECT format('DROP INDEX %s', i.indexrelid::regclass) AS drop,
+       pg_get_indexdef(i.indexrelid) AS restore, i.indrelid::regclass::text AS rel
+  FROM pg_index i
+ WHERE i.indrelid IN (SELECT rel FROM seeded)
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                    WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)
+ ORDER BY i.indexrelid
+"""
+# Only triggers that are there and enabled are switched off, so only they are switched on.
+_TRIGGERS_SQL = """
+SELECT format('ALTER TABLE %s DISABLE TRIGGER %I', t.tgrelid::regclass, t.tgname) AS drop,
+       format('ALTER TABLE %s ENABLE TRIGGER %I', t.tgrelid::regclass, t.tgname) AS restore
+  FROM unnest($1::text[], $2::text[]) AS d(rel, name)
+  JOIN pg_trigger t ON t.tgrelid = to_regclass(d.rel) AND t.tgname = d.name
+ WHERE t.tgenabled <> 'D'
+"""
+
+
+async def copy_rows(conn: asyncpg.Connection, rows: dict[str, list[Row]]) -> dict[str, int]:
+    """Copy ``rows`` (table -> Python-object rows, in :data:`COLUMNS` order) table by table,
+    with every index, constraint and trigger in place; return rows per table.
+
+    The reference loader the bulk path is checked against. Raises what asyncpg raises.
+    """
+    for table, _ in SEEDED_TABLES:
+        if rows.get(table):
+            await conn.copy_records_to_table(
+                table, records=rows[table], columns=list(COLUMNS[table])
+            )
+    return {table: len(rows.get(table, ())) for table, _ in SEEDED_TABLES}
+
+
+async def copy_in_bulk(
+    conn: asyncpg.Connection, batches: Iterator[tuple[str, list[Row]]]
+) -> dict[str, int]:
+    """Load ``batches`` (``(table, rows)`` of COPY-text rows, each table's batches together,
+    tables parents first) with the schema deferred as the module docstring says; return
+    rows per table.
+
+    Must run inside a transaction: between its first and last statement the tables have
+    no keys and two triggers are off, which nobody may see or keep. Raises what asyncpg
+    raises; the caller's transaction then undoes everything.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("copy_in_bulk must run inside a transaction")
+    tables = [table for table, _ in SEEDED_TABLES]
+    constraints = await conn.fetch(_CONSTRAINTS_SQL, tables)
+    indexes = await conn.fetch(_INDEXES_SQL, tables)
+    triggers = await conn.fetch(
+        _TRIGGERS_SQL, [t for t, _ in DEFERRED_TRIGGERS], [n for _, n in DEFERRED_TRIGGERS]
+    )
+    for row in (*constraints, *indexes, *triggers):
+        await conn.execute(row["drop"])
+
+    keys = [c for c in constraints if not c["is_foreign"]]
+    foreign = [c for c in constraints if c["is_foreign"]]
+    await conn.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+    async with _Drawing(batches) as feed:
+        while (table := await feed.next_table()) is not None:
+            await conn.copy_to_table(
+                table, source=feed.chunks(table), columns=list(COLUMNS[table]), format="text"
+            )
+            # Build this table's keys and indexes now, while the thread draws the next
+            # table: the server's index sorts then overlap Python's drawing.
+            for row in (*keys, *indexes):
+                if row["rel"] == table:
+                    await conn.execute(row["restore"])
+    for row in (*foreign, *triggers):
+        await conn.execute(row["restore"])
+    return {table: feed.counts.get(table, 0) for table in tables}
+
+
+class _Drawing:
+    """Batches drawn and spelled as COPY bytes on a thread, handed out one table at a time.
+
+    The thread runs at most :data:`AHEAD_BATCHES` batches ahead of the copy, stops when the
+    block exits (also on error or cancellation) and is joined there; an exception in the
+    drawing is re-raised by :meth:`chunks` or :meth:`next_table`.
+    """
+
+    def __init__(self, batches: Iterator[tuple[str, list[Row]]]) -> None:
+        self._batches = batches
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[str, bytes, int] | BaseException | None] = asyncio.Queue()
+        self._room = threading.Semaphore(AHEAD_BATCHES)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._draw, name="seed-draw", daemon=True)
+        self._head: tuple[str, bytes, int] | None = None
+        self._done = False
+        self.counts: dict[str, int] = {}
+
+    async def __aenter__(self) -> _Drawing:
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join)
+
+    def _draw(self) -> None:
+        try:
+            for table, rows in self._batches:
+                while not self._room.acquire(timeout=0.1):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                data = ("\n".join(map("\t".join, rows)) + "\n").encode() if rows else b""
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, (table, data, len(rows)))
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+        except BaseException as exc:  # handed to the copy, which re-raises it
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+
+    async def _peek(self) -> tuple[str, bytes, int] | None:
+        if self._head is None and not self._done:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                self._done = True
+            else:
+                self._room.release()
+                self._head = item
+        return self._head
+
+    async def next_table(self) -> str | None:
+        """The table of the next batch, or ``None`` when every batch has been copied."""
+        head = await self._peek()
+        return None if head is None else head[0]
+
+    async def chunks(self, table: str) -> AsyncIterator[bytes]:
+        """``table``'s batches as text-COPY bytes, joined up to about a megabyte per chunk
+        (fewer, larger socket writes), up to the next table's first batch."""
+        parts: list[bytes] = []
+        size = 0
+        while (head := await self._peek()) is not None and head[0] == table:
+            self._head = None
+            self.counts[table] = self.counts.get(table, 0) + head[2]
+            parts.append(head[1])
+            size += len(head[1])
+            if size >= _CHUNK_BYTES or self._queue.empty():
+                yield b"".join(parts)
+                parts, size = [], 0
+        if parts:
+            yield b"".join(parts)
