@@ -4,9 +4,12 @@ afterwards, nothing left behind on failure, and draws identical to ``random``'s 
 from __future__ import annotations
 
 import random
+import struct
+import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -17,14 +20,13 @@ from sixty_core.db.provision import Database, connect
 from sixty_core.db.seed import SEEDED_TABLES, generate, seed, table_checksums
 from sixty_core.db.seed_load import copy_in_bulk, copy_rows
 from sixty_core.db.seed_rows import (
-    STAGE_WEIGHTS,
-    CopyText,
-    Values,
     _weighted_pick,
     draw_rows,
     id_bits,
     uniform_below,
 )
+from sixty_core.db.seed_tables import STAGE_WEIGHTS
+from sixty_core.db.seed_values import CopyBinary, Values
 from sixty_core.db.template import create_database, drop_database
 from sixty_core.errors import SeedError
 
@@ -77,10 +79,12 @@ async def migrated(pg_server: Database) -> AsyncIterator[asyncpg.Connection]:
 async def test_bulk_seed_stores_what_the_plain_load_stores(
     pg_server: Database, migrated: asyncpg.Connection
 ) -> None:
-    """Seeding through the bulk path (no keys, triggers off, text COPY) gives the same
+    """Seeding through the bulk path (no keys, triggers off, binary COPY) gives the same
     tables as copying generate()'s objects row by row with every index and trigger on."""
+    switch_interval = sys.getswitchinterval()
     report = await seed(migrated, scale=SCALE, seed=SEED)
     bulk = await table_checksums(migrated)
+    assert sys.getswitchinterval() == switch_interval  # the drawing thread's is undone
 
     name = "plain_seed"
     plain_conn = await connect(await create_database(pg_server.dsn, name))
@@ -152,7 +156,7 @@ async def test_a_duplicate_key_is_caught_when_the_keys_are_rebuilt(
     """With the keys dropped during the copy, a duplicate is refused when the key comes
     back, with the same error class as row by row, and everything rolls back."""
     before = await _schema(migrated)
-    batches = list(draw_rows(0, 1, CopyText()))
+    batches = list(draw_rows(0, 1, CopyBinary()))
     profiles = next(rows for table, rows in batches if table == "profiles")
     doubled = [("profiles", profiles + profiles) if t == "profiles" else (t, r) for t, r in batches]
     with pytest.raises(asyncpg.UniqueViolationError):
@@ -169,7 +173,7 @@ async def test_a_drawing_error_stops_the_copy_and_rolls_back(
     and leaves nothing written."""
 
     def failing() -> object:
-        yield from draw_rows(1, 1, CopyText())
+        yield from draw_rows(1, 1, CopyBinary())
         raise ValueError("draw failed")
 
     with pytest.raises(ValueError, match="draw failed"):
@@ -205,13 +209,35 @@ def test_fast_draws_equal_randoms_own() -> None:
         assert id_bits(raw) == uuid.UUID(int=raw, version=4).int
 
 
-@pytest.mark.parametrize("ago", [0, 1, 59, 86399, 86400, 86401, 700 * 86400 + 5, -(86400 * 3500)])
-def test_copy_text_spells_the_objects_values(ago: int) -> None:
-    """A timestamp, date, id and amount in COPY text are the objects generate() holds."""
-    text, objects = CopyText(), Values()
-    assert datetime.fromisoformat(text.ts(ago)) == objects.ts(ago)
-    assert text.date(ago // 86400) == objects.date(ago // 86400).isoformat()
-    assert uuid.UUID(text.uuid(id_bits(ago % 997 + 2**100))) == objects.uuid(
-        id_bits(ago % 997 + 2**100)
-    )
-    assert text.money(1500) == str(objects.money(1500))
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _numeric(field: bytes) -> Decimal:
+    ndigits, weight, sign, _ = struct.unpack(">hhhh", field[4:12])
+    digits = struct.unpack(f">{ndigits}h", field[12:])
+    value = sum(Decimal(d) * Decimal(10_000) ** (weight - i) for i, d in enumerate(digits))
+    return -value if sign == 0x4000 else value
+
+
+@pytest.mark.parametrize("ago", [0, 1, 59, 86399, 86400, 700 * 86400 + 5, -(86400 * 3500)])
+def test_binary_fields_hold_the_objects_values(ago: int) -> None:
+    """Each binary COPY field (length prefix, then Postgres' wire form) decodes to the
+    object generate() holds for the same drawn value."""
+    binary, objects = CopyBinary(), Values()
+    length, micros = struct.unpack(">iq", binary.ts(ago))
+    assert length == 8
+    assert _PG_EPOCH + timedelta(microseconds=micros) == objects.ts(ago)
+    length, days = struct.unpack(">ii", binary.date(ago // 86400))
+    assert (length, _PG_EPOCH.date() + timedelta(days=days)) == (4, objects.date(ago // 86400))
+    bits = id_bits(ago % 997 + 2**100)
+    assert uuid.UUID(bytes=binary.uuid(bits)[4:]) == objects.uuid(bits)
+    assert binary.text("Ava Fox") == struct.pack(">i", 7) + b"Ava Fox"
+
+
+@pytest.mark.parametrize("units", [0, 1, 250, 9999, 10_000, 19_999, 48_000, 123_456_789])
+def test_binary_amounts_hold_the_objects_values(units: int) -> None:
+    """Money in base-10,000 numeric digits decodes to the same Decimal, even when asked
+    twice (the second comes from the cache)."""
+    binary = CopyBinary()
+    assert _numeric(binary.money(units)) == Values().money(units)
+    assert _numeric(binary.money(units)) == units

@@ -19,23 +19,20 @@ from typing import Any
 import asyncpg
 
 from sixty_core.db.seed_load import copy_in_bulk
-from sixty_core.db.seed_rows import (
+from sixty_core.db.seed_rows import draw_profiles, draw_rows
+from sixty_core.db.seed_tables import (
     ACTIVITIES_PER_SCALE,
     COLUMNS,
     COMPANIES_PER_SCALE,
     CONTACTS_PER_SCALE,
     DEALS_PER_SCALE,
-    EPOCH,
     OWNERS_PER_SCALE,
     PIPELINE_STAGES,
     SEEDED_TABLES,
     SESSION_EXPIRY,
     STAGE_WEIGHTS,
-    CopyText,
-    Values,
-    draw_profiles,
-    draw_rows,
 )
+from sixty_core.db.seed_values import EPOCH, CopyBinary, Values
 from sixty_core.errors import SeedError
 from sixty_core.tokens import derive_token
 
@@ -183,7 +180,7 @@ async def seed(
                     "TRUNCATE " + ", ".join(t for t, _ in SEEDED_TABLES) + " CASCADE"
                 )
             # The rows are drawn while they are loaded, so drawing overlaps the server's work.
-            rows = await copy_in_bulk(conn, draw_rows(scale, seed, CopyText()))
+            rows = await copy_in_bulk(conn, draw_rows(scale, seed, CopyBinary()))
     except asyncpg.UndefinedTableError:
         raise SeedError("the database has no schema yet: run `sixty db migrate` first") from None
     except asyncpg.PostgresError as exc:

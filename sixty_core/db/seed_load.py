@@ -15,12 +15,12 @@ DDL below together with the rows):
    the revenue trigger because every deal row already carries the ``value`` and
    ``annual_value`` it would compute, the change-feed trigger because a seed is a bulk
    load, not half a million deal edits for listeners (they get no per-row notifications);
-3. it streams the rows in COPY's text format, drawing the next batch while Postgres
-   stores the previous one (Python draws on one core, the server parses on another);
-4. it re-creates the constraints and indexes from their catalog definitions (unique ones
-   first: a foreign key needs its referenced key) with a larger ``maintenance_work_mem``,
-   so each index is built by one sort and each foreign key is validated by one join, and
-   re-enables the triggers.
+3. it streams the rows in COPY's binary format, drawn and encoded on a thread that runs
+   ahead of the copy (Python draws on one core while the server stores on the other);
+4. it re-creates the keys, indexes and foreign keys from their catalog definitions as soon
+   as the tables they name are loaded (while the thread draws the next table), with a
+   larger ``maintenance_work_mem``: each index is built by one sort, each foreign key
+   checked by one join; then it re-enables the triggers.
 
 A duplicate key or dangling reference therefore fails at step 4 instead of at the row, with
 the same error class, and the transaction rolls back either way.
@@ -29,12 +29,15 @@ the same error class, and the transaction rolls back either way.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 
-from sixty_core.db.seed_rows import COLUMNS, SEEDED_TABLES, Row
+from sixty_core.db.seed_rows import Row
+from sixty_core.db.seed_tables import COLUMNS, SEEDED_TABLES
+from sixty_core.db.seed_values import COPY_HEADER, COPY_TRAILER, encode_rows
 
 #: Deal triggers switched off during a bulk load, each because the rows make it redundant.
 DEFERRED_TRIGGERS: tuple[tuple[str, str], ...] = (
@@ -45,9 +48,11 @@ DEFERRED_TRIGGERS: tuple[tuple[str, str], ...] = (
 #: largest seed index, a million uuids, sorts in memory within this).
 INDEX_BUILD_MEMORY = "256MB"
 
-#: How many batches the drawing thread may run ahead of the copy (about 150 MB of text).
+#: How many batches the drawing thread may run ahead of the copy (at most ~350 MB).
 AHEAD_BATCHES = 1024
 _CHUNK_BYTES = 1 << 20
+#: The GIL switch interval while the drawing thread runs (Python's default is 5 ms).
+SWITCH_INTERVAL_S = 0.0005
 
 # Foreign keys first (they depend on the unique indexes), then primary keys and uniques.
 # Names are quoted by format() and regclass, never spliced in from input.
@@ -56,7 +61,7 @@ WITH seeded AS (SELECT to_regclass(name) AS rel FROM unnest($1::text[]) AS t(nam
 SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname) AS drop,
        format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
               pg_get_constraintdef(c.oid)) AS restore,
-       c.contype = 'f' AS is_foreign, c.conrelid::regclass::text AS rel
+       c.contype = 'f' AS is_foreign, c.conrelid AS rel, c.confrelid AS ref
   FROM pg_constraint c
  WHERE (c.contype IN ('p', 'u') AND c.conrelid IN (SELECT rel FROM seeded))
     OR (c.contype = 'f' AND (c.conrelid IN (SELECT rel FROM seeded)
@@ -67,13 +72,14 @@ SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conna
 _INDEXES_SQL = """
 WITH seeded AS (SELECT to_regclass(name) AS rel FROM unnest($1::text[]) AS t(name))
 SELECT format('DROP INDEX %s', i.indexrelid::regclass) AS drop,
-       pg_get_indexdef(i.indexrelid) AS restore, i.indrelid::regclass::text AS rel
+       pg_get_indexdef(i.indexrelid) AS restore, i.indrelid AS rel, 0::oid AS ref
   FROM pg_index i
  WHERE i.indrelid IN (SELECT rel FROM seeded)
    AND NOT EXISTS (SELECT 1 FROM pg_constraint c
                     WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)
  ORDER BY i.indexrelid
 """
+_OIDS_SQL = "SELECT name, to_regclass(name)::oid FROM unnest($1::text[]) AS t(name)"
 # Only triggers that are there and enabled are switched off, so only they are switched on.
 _TRIGGERS_SQL = """
 SELECT format('ALTER TABLE %s DISABLE TRIGGER %I', t.tgrelid::regclass, t.tgname) AS drop,
@@ -101,9 +107,9 @@ async def copy_rows(conn: asyncpg.Connection, rows: dict[str, list[Row]]) -> dic
 async def copy_in_bulk(
     conn: asyncpg.Connection, batches: Iterator[tuple[str, list[Row]]]
 ) -> dict[str, int]:
-    """Load ``batches`` (``(table, rows)`` of COPY-text rows, each table's batches together,
-    tables parents first) with the schema deferred as the module docstring says; return
-    rows per table.
+    """Load ``batches`` (``(table, rows)`` of :class:`~sixty_core.db.seed_values.CopyBinary`
+    rows, each table's batches together) with the schema deferred as the module docstring
+    says; return rows per table.
 
     Must run inside a transaction: between its first and last statement the tables have
     no keys and two triggers are off, which nobody may see or keep. Raises what asyncpg
@@ -120,20 +126,29 @@ async def copy_in_bulk(
     for row in (*constraints, *indexes, *triggers):
         await conn.execute(row["drop"])
 
-    keys = [c for c in constraints if not c["is_foreign"]]
-    foreign = [c for c in constraints if c["is_foreign"]]
+    # Restore order: keys, then plain indexes, then foreign keys (they need the keys they
+    # reference). Each runs as soon as its tables are loaded, so the server builds indexes
+    # and checks references while the thread still draws later tables.
+    pending = [
+        *(c for c in constraints if not c["is_foreign"]),
+        *indexes,
+        *(c for c in constraints if c["is_foreign"]),
+    ]
+    oids = dict(await conn.fetch(_OIDS_SQL, tables))
+    unloaded = set(oids.values())
     await conn.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
     async with _Drawing(batches) as feed:
         while (table := await feed.next_table()) is not None:
             await conn.copy_to_table(
-                table, source=feed.chunks(table), columns=list(COLUMNS[table]), format="text"
+                table, source=feed.chunks(table), columns=list(COLUMNS[table]), format="binary"
             )
-            # Build this table's keys and indexes now, while the thread draws the next
-            # table: the server's index sorts then overlap Python's drawing.
-            for row in (*keys, *indexes):
-                if row["rel"] == table:
-                    await conn.execute(row["restore"])
-    for row in (*foreign, *triggers):
+            unloaded.discard(oids[table])
+            ready = [r for r in pending if r["rel"] not in unloaded and r["ref"] not in unloaded]
+            for row in ready:
+                await conn.execute(row["restore"])
+                pending.remove(row)
+    # Whatever is left: tables that got no rows, and the triggers.
+    for row in (*pending, *triggers):
         await conn.execute(row["restore"])
     return {table: feed.counts.get(table, 0) for table in tables}
 
@@ -158,12 +173,21 @@ class _Drawing:
         self.counts: dict[str, int] = {}
 
     async def __aenter__(self) -> _Drawing:
+        # The event loop needs the GIL each time the socket drains (the kernel holds about
+        # 200 KB of a unix socket), and the drawing thread gives it up only every switch
+        # interval: at the default 5 ms the copy crawled at ~20 MB/s. Switch more often
+        # while the thread runs (scale 1000: 30 s -> 25 s); the old interval is put back.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
         self._thread.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
-        await asyncio.to_thread(self._thread.join)
+        try:
+            await asyncio.to_thread(self._thread.join)
+        finally:
+            sys.setswitchinterval(self._switch_interval)
 
     def _draw(self) -> None:
         try:
@@ -173,7 +197,7 @@ class _Drawing:
                         return
                 if self._stop.is_set():
                     return
-                data = ("\n".join(map("\t".join, rows)) + "\n").encode() if rows else b""
+                data = encode_rows(rows, len(COLUMNS[table]))
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, (table, data, len(rows)))
             self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
         except BaseException as exc:  # handed to the copy, which re-raises it
@@ -197,10 +221,11 @@ class _Drawing:
         return None if head is None else head[0]
 
     async def chunks(self, table: str) -> AsyncIterator[bytes]:
-        """``table``'s batches as text-COPY bytes, joined up to about a megabyte per chunk
-        (fewer, larger socket writes), up to the next table's first batch."""
-        parts: list[bytes] = []
-        size = 0
+        """``table``'s batches as one binary COPY stream (header, rows, trailer), joined up
+        to about a megabyte per chunk (fewer, larger socket writes), up to the next table's
+        first batch."""
+        parts: list[bytes] = [COPY_HEADER]
+        size = len(COPY_HEADER)
         while (head := await self._peek()) is not None and head[0] == table:
             self._head = None
             self.counts[table] = self.counts.get(table, 0) + head[2]
@@ -209,5 +234,5 @@ class _Drawing:
             if size >= _CHUNK_BYTES or self._queue.empty():
                 yield b"".join(parts)
                 parts, size = [], 0
-        if parts:
-            yield b"".join(parts)
+        parts.append(COPY_TRAILER)
+        yield b"".join(parts)

@@ -1,175 +1,46 @@
-"""The seed's rows, drawn once from one ``random.Random(seed)`` and spelled two ways.
+"""The seed's rows, drawn once from one ``random.Random(seed)``, spelled by a ``Values``.
 
 :func:`draw_rows` is the only place that draws from the generator, so every spelling of the
 seed sees the same sequence of draws and therefore the same values. How each value is
-spelled is up to a :class:`Values`: :class:`Values` itself gives Python objects (``UUID``,
-``datetime``, ``Decimal``) for :func:`sixty_core.db.seed.generate` and asyncpg's binary COPY;
-:class:`CopyText` gives the strings of Postgres' text COPY format, which the fast loader
-streams without asyncpg encoding a single value. Both spell the same stored value: the
-tests load both into Postgres and compare :func:`sixty_core.db.seed.table_checksums`.
+spelled is up to the :class:`~sixty_core.db.seed_values.Values` it is given: Python objects
+for :func:`sixty_core.db.seed.generate`, binary COPY fields for the bulk loader.
 
-Rows come in batches of at most :data:`BATCH_ROWS`, table by table in
-:data:`SEEDED_TABLES`' order, so a loader can send one batch while the next is drawn.
+Rows come in batches of at most :data:`BATCH_ROWS`, table by table, parents first
+(see :func:`draw_rows`), so a loader can send one batch while the next is drawn.
 
 Draw order is a contract: reordering, adding or removing a single draw changes every later
 value and every checksum. The draws below keep the order of the original per-row code,
-including ``rng.choices``' one ``random()`` per weighted pick (see :func:`_weighted_pick`).
+including ``rng.choices``' one ``random()`` per weighted pick (see :func:`_weighted_pick`);
+``tests/test_seed_fast.py`` pins the original seed's checksums.
 """
 
 from __future__ import annotations
 
 import random
-import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from itertools import accumulate
 from typing import Any
 
+from sixty_core.db.seed_tables import (
+    ACTIVITIES_PER_SCALE,
+    COMPANIES_PER_SCALE,
+    CONTACTS_PER_SCALE,
+    DEALS_PER_SCALE,
+    OWNERS_PER_SCALE,
+    PIPELINE_STAGES,
+    SESSION_EXPIRY,
+    STAGE_WEIGHTS,
+)
+from sixty_core.db.seed_values import EPOCH, Values
 from sixty_core.tokens import derive_token, hash_token
 
-#: The live pipeline of Aug 2025: (name, order_position, default_probability, color, final).
-PIPELINE_STAGES: tuple[tuple[str, int, int, str, bool], ...] = (
-    ("SQL", 20, 20, "#6366F1", False),
-    ("Opportunity", 30, 25, "#8B5CF6", False),
-    ("Verbal", 40, 75, "#F97316", False),
-    ("Signed", 50, 100, "#10B981", True),
-    ("Lost", 60, 0, "#EF4444", True),
-)
-#: Share of deals per stage, in PIPELINE_STAGES order.
-STAGE_WEIGHTS = (30, 30, 15, 15, 10)
-
-OWNERS_PER_SCALE = 5
-COMPANIES_PER_SCALE = 25
-CONTACTS_PER_SCALE = 50
-DEALS_PER_SCALE = 500
-ACTIVITIES_PER_SCALE = 1000
-
-#: Seeded timestamps are relative to this instant, never to the wall clock.
-EPOCH = datetime(2025, 8, 1, tzinfo=UTC)
-#: Seeded sessions stay valid until then, so long-lived load runs keep authenticating.
-SESSION_EXPIRY = datetime(2035, 1, 1, tzinfo=UTC)
 #: Stages were created this many seconds before EPOCH (900 days).
 _STAGES_AGO = 900 * 86400
-
-#: Tables in load order (parents first), with the column that orders their checksum.
-SEEDED_TABLES: tuple[tuple[str, str], ...] = (
-    ("profiles", "id"),
-    ("deal_stages", "id"),
-    ("companies", "id"),
-    ("contacts", "id"),
-    ("deals", "id"),
-    ("activities", "id"),
-    ("deal_stage_history", "id"),
-    ("sessions", "token_hash"),
-)
-
-#: The columns of every seeded table, in the order of the values in its rows. A deal row
-#: carries ``value`` and ``annual_value`` as the revenue trigger computes them, so the row
-#: means the same with the trigger on or off.
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "profiles": (
-        "id",
-        "first_name",
-        "last_name",
-        "email",
-        "stage",
-        "avatar_url",
-        "is_admin",
-        "created_at",
-        "updated_at",
-    ),
-    "deal_stages": (
-        "id",
-        "name",
-        "description",
-        "color",
-        "order_position",
-        "default_probability",
-        "is_final",
-        "created_at",
-        "updated_at",
-    ),
-    "companies": (
-        "id",
-        "name",
-        "domain",
-        "industry",
-        "size",
-        "website",
-        "owner_id",
-        "created_at",
-        "updated_at",
-    ),
-    "contacts": (
-        "id",
-        "email",
-        "first_name",
-        "last_name",
-        "title",
-        "phone",
-        "is_primary",
-        "company_id",
-        "owner_id",
-        "created_at",
-        "updated_at",
-    ),
-    "deals": (
-        "id",
-        "name",
-        "company",
-        "contact_name",
-        "contact_email",
-        "contact_phone",
-        "value",
-        "annual_value",
-        "description",
-        "stage_id",
-        "owner_id",
-        "expected_close_date",
-        "probability",
-        "status",
-        "one_off_revenue",
-        "monthly_mrr",
-        "company_id",
-        "primary_contact_id",
-        "created_at",
-        "updated_at",
-        "stage_changed_at",
-    ),
-    "activities": (
-        "id",
-        "user_id",
-        "type",
-        "status",
-        "priority",
-        "client_name",
-        "sales_rep",
-        "details",
-        "amount",
-        "date",
-        "deal_id",
-        "created_at",
-        "updated_at",
-    ),
-    "deal_stage_history": (
-        "id",
-        "deal_id",
-        "stage_id",
-        "user_id",
-        "entered_at",
-        "exited_at",
-        "duration_seconds",
-    ),
-    "sessions": ("token_hash", "user_id", "created_at", "expires_at"),
-}
 
 #: Rows per batch: small enough that a streaming loader hands Postgres work often.
 BATCH_ROWS = 1000
 
-# Every text value below is plain ASCII without tab, newline or backslash, so it needs no
-# escaping in COPY's text format (CopyText relies on it).
 _FIRST = (
     "Ava",
     "Ben",
@@ -266,81 +137,18 @@ def uniform_below(rng: random.Random) -> Callable[[int], int]:
     return below
 
 
-class Values:
-    """Spells drawn values as Python objects (the rows of :func:`seed.generate`).
-
-    ``ago`` is whole seconds before :data:`EPOCH`, ``days`` whole days after it; money is
-    whole currency units; ``bits`` is an id's 128-bit integer (see :func:`id_bits`).
-    """
-
-    null: Any = None
-    true: Any = True
-    false: Any = False
-
-    def uuid(self, bits: int) -> Any:
-        return uuid.UUID(int=bits)
-
-    def ts(self, ago: int) -> Any:
-        return EPOCH - timedelta(seconds=ago)
-
-    def date(self, days: int) -> Any:
-        return (EPOCH + timedelta(days=days)).date()
-
-    def money(self, units: int) -> Any:
-        return Decimal(units)
-
-    def int4(self, n: int) -> Any:
-        return n
-
-
-class _DayText(dict[int, str]):
-    """ISO dates of EPOCH + n days, made on first use (a seed spans about 1000 of them)."""
-
-    def __missing__(self, days: int) -> str:
-        text = (EPOCH.date() + timedelta(days=days)).isoformat()
-        self[days] = text
-        return text
-
-
-class CopyText(Values):
-    """Spells drawn values as Postgres text-COPY fields (rows are then tab-joined).
-
-    A timestamp is looked up, not formatted: its date from a per-day table and its time of
-    day from a table of all 86,400 seconds, both in UTC with an explicit ``+00``.
-    """
-
-    null = "\\N"
-    true = "t"
-    false = "f"
-
-    def __init__(self) -> None:
-        self._days = _DayText()
-        self._clock = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00" for s in range(86400)]
-
-    def uuid(self, bits: int) -> str:
-        # Postgres reads 32 hex digits without hyphens as the same uuid.
-        return f"{bits:032x}"
-
-    def ts(self, ago: int) -> str:
-        # EPOCH is midnight UTC, so the day and the second of the day split cleanly.
-        days, second = divmod(-ago, 86400)
-        return f"{self._days[days]} {self._clock[second]}"
-
-    def date(self, days: int) -> str:
-        return self._days[days]
-
-    def money(self, units: int) -> str:
-        return str(units)
-
-    def int4(self, n: int) -> str:
-        return str(n)
-
-
 def draw_profiles(rng: random.Random, scale: int, values: Values) -> list[Row]:
     """The owners' profile rows; index 0 is the admin. They are the first draws from
     ``rng``, so the owners can be made without drawing anything else."""
+    return _draw_profiles(rng, scale, values)[0]
+
+
+def _draw_profiles(rng: random.Random, scale: int, values: Values) -> tuple[list[Row], list[str]]:
+    """The profile rows and each owner's full name, unspelled (activities repeat it)."""
+    text = values.text
     below, getrandbits, rand = uniform_below(rng), rng.getrandbits, rng.random
     rows: list[Row] = []
+    names: list[str] = []
     for i in range(max(1, OWNERS_PER_SCALE * scale)):
         first, last = _FIRST[below(len(_FIRST))], _LAST[below(len(_LAST))]
         oid = values.uuid(id_bits(getrandbits(128)))
@@ -348,8 +156,10 @@ def draw_profiles(rng: random.Random, scale: int, values: Values) -> list[Row]:
         email = f"{first.lower()}.{last.lower()}.{i}@example.com"
         role = "Director" if i == 0 else "Sales Rep"
         admin = values.true if i == 0 else values.false
-        rows.append((oid, first, last, email, role, values.null, admin, created, created))
-    return rows
+        row = (oid, text(first), text(last), text(email), text(role), values.null, admin)
+        rows.append((*row, created, created))
+        names.append(f"{first} {last}")
+    return rows, names
 
 
 def _batches(table: str, rows: list[Row]) -> Iterator[tuple[str, list[Row]]]:
@@ -360,29 +170,31 @@ def _batches(table: str, rows: list[Row]) -> Iterator[tuple[str, list[Row]]]:
 def draw_rows(scale: int, seed: int, values: Values) -> Iterator[tuple[str, list[Row]]]:
     """Yield ``(table, rows)`` batches of the whole seed for (``scale``, ``seed``).
 
-    Tables come in :data:`SEEDED_TABLES` order, each one's batches together; an empty
-    table yields no batch. ``scale`` must already be checked. The draws happen lazily, as
+    Tables come parents first, each one's batches together, in :data:`SEEDED_TABLES` order
+    but for ``deal_stage_history``, which comes before ``activities``: it is drawn with the
+    deals, so a loader can store it while the activities are drawn. An empty table yields
+    no batch. ``scale`` must already be checked. The draws happen lazily, as
     the batches are taken.
     """
     rng = random.Random(seed)
     # below(n) stands for rng.randrange(n) and seq[below(len(seq))] for rng.choice(seq).
     below, getrandbits, rand = uniform_below(rng), rng.getrandbits, rng.random
     uuid_of, ts, money, int4 = values.uuid, values.ts, values.money, values.int4
-    null = values.null
+    text, null = values.text, values.null
 
-    profiles = draw_profiles(rng, scale, values)
+    profiles, names = _draw_profiles(rng, scale, values)
     yield from _batches("profiles", profiles)
     owner_ids = [p[0] for p in profiles]
-    owner_names = [f"{p[1]} {p[2]}" for p in profiles]
+    owner_names = [text(name) for name in names]
     owner_count = len(owner_ids)
 
     stages_created = ts(_STAGES_AGO)
     stages = [
         (
             uuid_of(id_bits(getrandbits(128))),
-            name,
-            f"{name} stage",
-            color,
+            text(name),
+            text(f"{name} stage"),
+            text(color),
             int4(pos),
             int4(prob),
             values.true if final else values.false,
@@ -394,18 +206,20 @@ def draw_rows(scale: int, seed: int, values: Values) -> Iterator[tuple[str, list
     yield "deal_stages", stages
 
     companies: list[Row] = []
+    company_names: list[str] = []  # unspelled, for the deals' names
     for i in range(COMPANIES_PER_SCALE * scale):
         name = f"{_ADJ[below(len(_ADJ))]} {_NOUN[below(len(_NOUN))]} {i}"
         slug = name.lower().replace(" ", "-")
         created = ts(round((300 + rand() * 300) * 86400))
+        company_names.append(name)
         companies.append(
             (
                 uuid_of(id_bits(getrandbits(128))),
-                name,
-                f"{slug}.example.com",
-                _INDUSTRY[below(len(_INDUSTRY))],
-                _SIZES[below(len(_SIZES))],
-                f"https://{slug}.example.com",
+                text(name),
+                text(f"{slug}.example.com"),
+                text(_INDUSTRY[below(len(_INDUSTRY))]),
+                text(_SIZES[below(len(_SIZES))]),
+                text(f"https://{slug}.example.com"),
                 owner_ids[below(owner_count)],
                 created,
                 created,
@@ -414,19 +228,21 @@ def draw_rows(scale: int, seed: int, values: Values) -> Iterator[tuple[str, list
     yield from _batches("companies", companies)
 
     contacts: list[Row] = []
+    contact_names: list[str] = []  # unspelled, for the deals' contact names
     company_count = len(companies)
     for i in range(CONTACTS_PER_SCALE * scale):
         first, last = _FIRST[below(len(_FIRST))], _LAST[below(len(_LAST))]
         company = companies[i % company_count]
         created = ts(round((200 + rand() * 300) * 86400))
+        contact_names.append(f"{first} {last}")
         contacts.append(
             (
                 uuid_of(id_bits(getrandbits(128))),
-                f"{first.lower()}.{last.lower()}.c{i}@example.org",
-                first,
-                last,
-                _TITLES[below(len(_TITLES))],
-                f"+44 20 {below(10**7):07d}",
+                text(f"{first.lower()}.{last.lower()}.c{i}@example.org"),
+                text(first),
+                text(last),
+                text(_TITLES[below(len(_TITLES))]),
+                text(f"+44 20 {below(10**7):07d}"),
                 values.true if i < company_count else values.false,
                 company[0],
                 company[6],
@@ -436,20 +252,22 @@ def draw_rows(scale: int, seed: int, values: Values) -> Iterator[tuple[str, list
         )
     yield from _batches("contacts", contacts)
 
-    # A deal's history rows are drawn with it but loaded after the activities.
     deals: list[Row] = []
     history: list[Row] = []
     batch: list[Row] = []
     contact_count = len(contacts)
-    statuses = ["active"] * len(stages)
-    statuses[[s[0] for s in PIPELINE_STAGES].index("Signed")] = "won"
-    statuses[[s[0] for s in PIPELINE_STAGES].index("Lost")] = "lost"
+    statuses = [
+        text("won" if name == "Signed" else "lost" if name == "Lost" else "active")
+        for name, *_ in PIPELINE_STAGES
+    ]
     date_of = values.date
     for i in range(DEALS_PER_SCALE * scale):
         stage_index = _weighted_pick(rng)
         stage = stages[stage_index]
-        company = companies[below(company_count)]
-        contact = contacts[below(contact_count)]
+        company_index = below(company_count)
+        company = companies[company_index]
+        contact_index = below(contact_count)
+        contact = contacts[contact_index]
         owner_id = owner_ids[below(owner_count)]
         created_days = 1 + rand() * 180
         stage_days = rand() * created_days
@@ -464,14 +282,14 @@ def draw_rows(scale: int, seed: int, values: Values) -> Iterator[tuple[str, list
         changed = ts(stage_ago)
         deal: Row = (
             deal_id,
-            f"{company[1]} deal {i}",
+            text(f"{company_names[company_index]} deal {i}"),
             company[1],
-            f"{contact[2]} {contact[3]}",
+            text(contact_names[contact_index]),
             contact[1],
             contact[5],
             money(one_off + 3 * mrr),
             money(one_off + 12 * mrr),
-            f"Seeded deal {i}",
+            text(f"Seeded deal {i}"),
             stage[0],
             owner_id,
             close,
@@ -507,9 +325,14 @@ def draw_rows(scale: int, seed: int, values: Values) -> Iterator[tuple[str, list
             batch = []
     if batch:
         yield "deals", batch
+    yield from _batches("deal_stage_history", history)
+    del history
 
     batch = []
     deal_count = len(deals)
+    completed = text("completed")
+    types = [text(t) for t in _ACTIVITY_TYPES]
+    priorities = [text(p) for p in _PRIORITIES]
     for _ in range(ACTIVITIES_PER_SCALE * scale):
         owner_index = below(owner_count)
         picked = deals[below(deal_count)] if deals and rand() < 0.6 else None
@@ -518,9 +341,9 @@ def draw_rows(scale: int, seed: int, values: Values) -> Iterator[tuple[str, list
             (
                 uuid_of(id_bits(getrandbits(128))),
                 owner_ids[owner_index],
-                _ACTIVITY_TYPES[below(len(_ACTIVITY_TYPES))],
-                "completed",
-                _PRIORITIES[below(len(_PRIORITIES))],
+                types[below(len(types))],
+                completed,
+                priorities[below(len(priorities))],
                 picked[2] if picked else companies[below(company_count)][1],
                 owner_names[owner_index],
                 null,
@@ -538,12 +361,11 @@ def draw_rows(scale: int, seed: int, values: Values) -> Iterator[tuple[str, list
         yield "activities", batch
     del deals
 
-    yield from _batches("deal_stage_history", history)
     epoch, expiry = ts(0), ts(-round((SESSION_EXPIRY - EPOCH).total_seconds()))
     yield (
         "sessions",
         [
-            (hash_token(derive_token(seed, i)), owner_id, epoch, expiry)
+            (text(hash_token(derive_token(seed, i))), owner_id, epoch, expiry)
             for i, owner_id in enumerate(owner_ids)
         ],
     )
