@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and a Starlette + asyncpg primary-key lookup) under the service's own server "
         "configuration, and load each hot endpoint with wrk over loopback, sides in "
         "alternating order round after round. Prints requests per second and each ratio "
-        "with its 95%% bootstrap interval against the hot-path targets. Needs wrk (the "
+        "with its 95% bootstrap interval against the hot-path targets. Needs wrk (the "
         "Debian package). Exit 0 when it ran (targets met or not), 1 on an error.",
     )
     add_db_flags(ceiling)
@@ -307,7 +307,7 @@ def _add_load_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         default=None,
         metavar="USERS,...",
         help="with --shape steps: the user counts, each held for an equal share of the run "
-        "(default 10,20,50,100,200)",
+        "(default 10,25,50,100,200,400)",
     )
     load.add_argument(
         "--client",

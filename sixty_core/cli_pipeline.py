@@ -47,7 +47,7 @@ def add_parsers(
         "/metrics and RSS sampled), the statement probe and a memray leak run; then the "
         "benchmark suites. Writes DIR/results.json (every raw sample and figure, the "
         "environment fingerprint), DIR/report.md and DIR/report.html (the seed report's "
-        "claims beside the measured figures with 95%% intervals, plots). Default about "
+        "claims beside the measured figures with 95% intervals, plots). Default about "
         "6 minutes on 2 cores; --quick under 4 minutes.",
     )
     run.add_argument(
@@ -109,7 +109,7 @@ def add_parsers(
         type=_steps,
         default=(),
         metavar="USERS,...",
-        help="also run a load sweep with these user counts (e.g. 10,20,50,100,200) and put "
+        help="also run a load sweep with these user counts (e.g. 10,25,50,100,200,400) and put "
         "throughput and p99 against users in the report",
     )
     add_db_flags(run, dsn=True)
@@ -118,7 +118,7 @@ def add_parsers(
         "report",
         help="render report.md and report.html from a results.json",
         description="Render the before/after report from RESULTS alone: the claims table "
-        "(each seed claim beside the measured figure with its 95%% interval and a verdict), "
+        "(each seed claim beside the measured figure with its 95% interval and a verdict), "
         "latency CDFs, RSS, cache and pool over time, throughput, ablation attribution, "
         "leak evidence, method and environment. report.html is self-contained (plots "
         "inline) and opens offline.",
@@ -135,8 +135,8 @@ def add_parsers(
         "gate",
         help="the CI performance gate: hold a results.json to budgets (PASS/FAIL/INCONCLUSIVE)",
         description="Judge RESULTS by the budgets in [tool.sixty.gate] of pyproject.toml: "
-        "absolute limits ('< 0.01') and limits relative to --baseline ('+10%%'). A measured "
-        "figure passes when its whole 95%% interval meets the limit, fails when none of it "
+        "absolute limits ('< 0.01') and limits relative to --baseline ('+10%'). A measured "
+        "figure passes when its whole 95% interval meets the limit, fails when none of it "
         "does, and is INCONCLUSIVE in between; counters compare exactly. Exit codes: 0 "
         "pass, 1 fail, 2 inconclusive, 3 bad input (nothing written).",
     )
@@ -158,7 +158,7 @@ def add_parsers(
     compare = commands.add_parser(
         "compare",
         help="two results.json side by side, with ratios and intervals",
-        description="Every metric of A and B side by side with its 95%% interval, the "
+        description="Every metric of A and B side by side with its 95% interval, the "
         "ratio B/A and a mark where the intervals do not overlap. Exit 0, or 3 on bad input.",
     )
     compare.add_argument("a", type=Path, metavar="A", help="the reference results.json")
@@ -252,12 +252,12 @@ def _add_scale_parser(
         "profile on a fresh clone runs the standard Locust scenario for --duration seconds "
         "and the statement probe; per endpoint p50/p99, req/s, statements of a cold "
         "request, response bytes, and the service's peak RSS, each with its growth "
-        "exponent over the deal count (log-log slope, 95%% interval) named flat, "
+        "exponent over the deal count (log-log slope, 95% interval) named flat, "
         "sublinear, linear or worse. Load sweep: per profile, one Locust run holding each "
         "user count of --load-steps for --step-s seconds; throughput and p99 per step, the "
         "saturation point and the best throughput within --p99-budget-ms. Writes "
         "DIR/scale.json, DIR/scale.md, DIR/growth.png and DIR/load-sweep.png. The "
-        "defaults take about 10 minutes on 2 cores.",
+        "defaults take about 9 minutes on 2 cores.",
     )
     scale.add_argument(
         "--scales",

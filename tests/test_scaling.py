@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sixty_core.harness import growth, report, scaling, scaling_report
+from sixty_core.harness import gate, growth, report, scaling, scaling_report
+from sixty_core.harness.metrics import all_metrics
 from sixty_core.harness.results import read as read_results
 from sixty_core.harness.results import write as write_results
 from sixty_core.harness.scaling_results import ScalingRecord, read
@@ -167,11 +168,11 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--profiles",
         "optimized",
         "--duration",
-        "6",
+        "5",
         "--load-steps",
         "2,6",
         "--step-s",
-        "7",
+        "6",
         "--out",
         str(out),
         timeout=420,
@@ -283,3 +284,20 @@ def test_bad_input_is_refused_with_one_line_before_anything_starts(
     assert message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists(), "nothing written"
+
+
+def test_the_gate_holds_growth_exponents_to_budgets(sweep: Path) -> None:
+    results = read_results(REPO / "reports" / "baseline" / "results.json")
+    results.scaling = read(sweep / "scale.json")
+    budgets = [
+        gate.parse_budget("optimized.growth.statements.GET /api/deals", "< 0.1"),
+        gate.parse_budget("optimized.growth.statements.*", "< 5"),
+        gate.parse_budget("optimized.growth.statements.GET /api/deals", "> 0.5"),
+    ]
+    checks = gate.evaluate(results, budgets, None)
+    first, *wildcard, impossible = checks
+    assert first.verdict is gate.Verdict.PASS and first.value == 0.0
+    assert len(wildcard) >= 5 and all(c.metric.startswith("optimized.growth.") for c in wildcard)
+    assert impossible.verdict is gate.Verdict.FAIL
+    keys = all_metrics(results)
+    assert "optimized.best_rps_within_p99_budget" in keys and "optimized.saturation_users" in keys

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sixty_core.harness.results import ProfileRecord, Results, Series
+from sixty_core.harness.scaling_results import ScalingRecord
 from sixty_core.load.stats import PERCENTILES, Estimate, bootstrap_percentile, wilson_interval
 
 #: The six metrics of the seed report, in its order.
@@ -236,9 +237,52 @@ def profile_metrics(record: ProfileRecord) -> dict[str, Metric]:
     return {m.key: m for m in found}
 
 
+def scaling_metrics(record: ScalingRecord) -> dict[str, Metric]:
+    """The sweeps' figures: ``<profile>.growth.<metric>.<endpoint|service>`` (the fitted
+    exponent with its interval; None when a zero among the values leaves no power law),
+    ``<profile>.saturation_users`` and ``<profile>.best_rps_within_p99_budget``."""
+    found: list[Metric] = []
+    for curve in record.curves:
+        found.append(
+            Metric(
+                key=f"{curve.profile}.growth.{curve.metric}.{curve.endpoint or 'service'}",
+                value=curve.exponent,
+                low=curve.exponent if curve.low is None else curve.low,
+                high=curve.exponent if curve.high is None else curve.high,
+                unit="exponent",
+                exact=False,
+                lower_is_better=True,
+                source=f"log-log fit over {len(curve.points)} scales ({curve.growth})",
+            )
+        )
+    for sweep in record.sweeps:
+        source = f"load sweep {sweep.dir}, steps " + ",".join(str(s.users) for s in sweep.steps)
+        found.append(
+            _metric(
+                f"{sweep.profile}.saturation_users",
+                sweep.saturation_users,
+                unit="users",
+                source=source,
+                lower_is_better=False,
+            )
+        )
+        found.append(
+            _metric(
+                f"{sweep.profile}.best_rps_within_p99_budget",
+                sweep.best_rps_within_budget,
+                unit="req/s",
+                source=f"{source}; p99 budget {sweep.p99_budget_ms:g} ms",
+                lower_is_better=False,
+            )
+        )
+    return {m.key: m for m in found}
+
+
 def all_metrics(results: Results) -> dict[str, Metric]:
-    """Every metric of every profile in ``results``."""
+    """Every metric of every profile in ``results``, the sweeps' included."""
     merged: dict[str, Metric] = {}
     for record in results.profiles:
         merged.update(profile_metrics(record))
+    if results.scaling is not None:
+        merged.update(scaling_metrics(results.scaling))
     return merged

@@ -19,9 +19,9 @@ import itertools
 import math
 
 SHAPES = ("steady", "ramp", "spike", "soak", "steps")
-DEFAULT_DURATION_S = {"steady": 60.0, "ramp": 60.0, "spike": 60.0, "soak": 600.0, "steps": 150.0}
+DEFAULT_DURATION_S = {"steady": 60.0, "ramp": 60.0, "spike": 60.0, "soak": 600.0, "steps": 120.0}
 #: The ``steps`` shape's user counts when none are given.
-DEFAULT_STEPS = (10, 20, 50, 100, 200)
+DEFAULT_STEPS = (10, 25, 50, 100, 200, 400)
 #: Largest user count one step may ask for (Locust on this kind of machine tops out far
 #: below; a typo such as 20000 is refused rather than run).
 MAX_STEP_USERS = 5000
