@@ -105,8 +105,13 @@ async def test_bulk_seed_stores_what_the_plain_load_stores(
 
 
 async def test_seed_reproduces_the_original_seed(migrated: asyncpg.Connection) -> None:
-    """The tables match, checksum for checksum, what the original generator seeded."""
+    """The tables match, checksum for checksum, what the original generator seeded, also
+    when they replace an earlier seed (``reset``)."""
     await seed(migrated, scale=2, seed=11)
+    assert await table_checksums(migrated) == ORIGINAL_CHECKSUMS
+    await seed(migrated, scale=1, seed=3, reset=True)
+    assert await table_checksums(migrated) != ORIGINAL_CHECKSUMS
+    await seed(migrated, scale=2, seed=11, reset=True)
     assert await table_checksums(migrated) == ORIGINAL_CHECKSUMS
 
 
