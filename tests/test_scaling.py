@@ -98,9 +98,25 @@ def test_saturation_is_the_step_after_which_throughput_stalls_and_p99_climbs() -
     assert growth.saturation_index(sweep) == 1
     rising = steps((10, 20.0, 50.0), (20, 40.0, 60.0), (50, 99.0, 70.0))
     assert growth.saturation_index(rising) is None
-    # Throughput stalls but p99 holds: a client-side limit, not the service saturating.
+    # Throughput stalls but p99 holds and nothing is shed: a client-side limit.
     flat_p99 = steps((10, 20.0, 50.0), (20, 21.0, 52.0))
     assert growth.saturation_index(flat_p99) is None
+
+
+def test_a_service_that_sheds_load_saturates_where_its_failures_rise() -> None:
+    """Admission control keeps p99 flat by answering 503 fast: good throughput stalls
+    and the failed share jumps, which is saturation too."""
+    shedding = [
+        growth.StepFigures(100, 108.0, 290.0, 0.0),
+        growth.StepFigures(200, 156.0, 765.0, 0.05),
+        growth.StepFigures(400, 170.0, 748.0, 0.34),
+    ]
+    assert growth.saturation_index(shedding) == 1
+    steady_errors = [
+        growth.StepFigures(100, 108.0, 290.0, 0.05),
+        growth.StepFigures(200, 110.0, 300.0, 0.06),
+    ]
+    assert growth.saturation_index(steady_errors) is None
 
 
 def test_the_best_throughput_within_budget_skips_steps_over_it() -> None:
@@ -150,8 +166,8 @@ def test_step_points_count_requests_by_when_they_ended_past_the_settle() -> None
     run += [sample(start + 5, 80.0, name="create deal (wizard)", kind=ACTION)]
     points = scaling.step_points(run, [5, 10], step_s=10.0, settle_s=2.0)
     assert [p.requests for p in points] == [50, 60]
-    assert points[0].rps == pytest.approx(50 / 8.0)
-    assert points[1].failures == 6
+    assert points[0].rps == points[0].ok_rps == pytest.approx(50 / 8.0)
+    assert points[1].failures == 6 and points[1].ok_rps == pytest.approx(54 / 8.0)
     assert points[0].p99_ms == pytest.approx(10.0) and points[1].p50_ms == pytest.approx(100.0)
 
 

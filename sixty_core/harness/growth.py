@@ -10,10 +10,13 @@ interval is the point). A metric that is 0 at some scale and not at others has n
 law: its exponent is None and its growth is named "from zero".
 
 **Saturation.** In a load sweep (rising user counts, each held until it settles), the
-saturation point is the first step after which adding users stops adding throughput —
-the next step gains less than :data:`SATURATION_GAIN` of the throughput its extra users
-would bring at the current per-user rate — while p99 climbs by at least
-:data:`SATURATION_P99_RISE`. None when no step qualifies: the sweep never reached it.
+saturation point is the first step after which adding users stops adding good throughput
+(successful requests per second) — the next step gains less than
+:data:`SATURATION_GAIN` of what its extra users would bring at the current per-user rate —
+while the service shows it is full in one of the two ways it can: p99 climbs by at least
+:data:`SATURATION_P99_RISE` (requests queue), or the share of failed requests rises by
+at least :data:`SATURATION_FAILURE_RISE` (requests are shed, as the optimized profile's
+admission control does with 503s). None when no step qualifies: the sweep never got there.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ LINEAR_EXPONENT = (0.9, 1.1)
 #: A step saturates when the next one gains less than this share of the throughput its
 #: extra users would add at the current per-user rate ...
 SATURATION_GAIN = 0.25
-#: ... and the next step's p99 is at least this many times the current one's.
+#: ... and the next step's p99 is at least this many times the current one's ...
 SATURATION_P99_RISE = 1.5
+#: ... or its share of failed requests is higher by at least this much (absolute).
+SATURATION_FAILURE_RISE = 0.05
 
 
 @dataclass(frozen=True)
@@ -145,11 +150,13 @@ def _t_quantile(df: int) -> float:
 
 @dataclass(frozen=True)
 class StepFigures:
-    """One load step as measured: users, throughput (req/s) and p99 (ms)."""
+    """One load step as measured: users, good throughput (successful req/s), p99 (ms)
+    and the share of its requests that failed."""
 
     users: int
-    rps: float
+    ok_rps: float
     p99_ms: float | None
+    failure_share: float = 0.0
 
 
 def saturation_index(steps: Sequence[StepFigures]) -> int | None:
@@ -158,16 +165,16 @@ def saturation_index(steps: Sequence[StepFigures]) -> int | None:
         here, there = steps[i], steps[i + 1]
         if here.users <= 0 or here.p99_ms is None or there.p99_ms is None:
             continue
-        expected_gain = here.rps / here.users * (there.users - here.users)
-        gained = there.rps - here.rps
-        if gained < SATURATION_GAIN * expected_gain and (
-            there.p99_ms >= SATURATION_P99_RISE * here.p99_ms
-        ):
+        expected_gain = here.ok_rps / here.users * (there.users - here.users)
+        stalled = there.ok_rps - here.ok_rps < SATURATION_GAIN * expected_gain
+        queueing = there.p99_ms >= SATURATION_P99_RISE * here.p99_ms
+        shedding = there.failure_share - here.failure_share >= SATURATION_FAILURE_RISE
+        if stalled and (queueing or shedding):
             return i
     return None
 
 
 def best_within_budget(steps: Sequence[StepFigures], p99_budget_ms: float) -> StepFigures | None:
-    """The step with the highest throughput whose p99 is within ``p99_budget_ms``."""
+    """The step with the highest good throughput whose p99 is within ``p99_budget_ms``."""
     within = [s for s in steps if s.p99_ms is not None and s.p99_ms <= p99_budget_ms]
-    return max(within, key=lambda s: s.rps, default=None)
+    return max(within, key=lambda s: s.ok_rps, default=None)

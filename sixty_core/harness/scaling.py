@@ -360,7 +360,7 @@ def step_points(
     counted from the run's first request, plus ``settle_s``, to the step's end)."""
     requests = _requests(samples)
     if not requests:
-        return [StepPoint(u, 0.0, 0, 0, 0.0, None, None, None, None) for u in steps]
+        return [StepPoint(u, 0.0, 0, 0, 0.0, 0.0, None, None, None, None) for u in steps]
     start = min(s.t for s in requests)
     ends = np.fromiter((s.t + s.ms / 1000 for s in requests), dtype=np.float64)
     ms = np.fromiter((s.ms for s in requests), dtype=np.float64)
@@ -371,6 +371,7 @@ def step_points(
         inside = (ends >= low) & (ends < high)
         window = high - low
         count = int(inside.sum())
+        failures = int((~ok[inside]).sum())
         latencies = ms[inside]
         p99 = bootstrap_percentile(latencies, 99.0) if count else None
         out.append(
@@ -378,8 +379,9 @@ def step_points(
                 users=users,
                 window_s=window,
                 requests=count,
-                failures=int((~ok[inside]).sum()),
+                failures=failures,
                 rps=count / window,
+                ok_rps=(count - failures) / window,
                 p50_ms=percentile(latencies, 50.0) if count else None,
                 p99_ms=p99.value if p99 else None,
                 p99_low=p99.low if p99 else None,
@@ -399,7 +401,12 @@ def load_sweep_of(
         options.step_s,
         options.settle_s,
     )
-    figures = [growth.StepFigures(s.users, s.rps, s.p99_ms) for s in steps]
+    figures = [
+        growth.StepFigures(
+            s.users, s.ok_rps, s.p99_ms, s.failures / s.requests if s.requests else 0.0
+        )
+        for s in steps
+    ]
     saturated = growth.saturation_index(figures)
     best = growth.best_within_budget(figures, options.p99_budget_ms)
     return LoadSweep(
@@ -411,7 +418,7 @@ def load_sweep_of(
         steps=steps,
         saturation_users=steps[saturated].users if saturated is not None else None,
         p99_budget_ms=options.p99_budget_ms,
-        best_rps_within_budget=best.rps if best else None,
+        best_rps_within_budget=best.ok_rps if best else None,
         best_users_within_budget=best.users if best else None,
     )
 

@@ -30,7 +30,7 @@ HEADLINE: tuple[tuple[str, str | None], ...] = (
     ("peak_rss_mb", None),
 )
 EXPONENT_HEADER = ("profile", "metric", "endpoint", "exponent [95%]", "growth", "by deals")
-SWEEP_HEADER = ("profile", "users", "req/s", "p50 ms", "p99 ms [95%]", "failures")
+SWEEP_HEADER = ("profile", "users", "ok req/s", "all req/s", "p50 ms", "p99 ms [95%]", "failures")
 
 
 def _num(value: float | None) -> str:
@@ -93,6 +93,7 @@ def sweep_table(record: ScalingRecord) -> tuple[list[str], list[list[str]]]:
                 [
                     sweep.profile,
                     f"{step.users}{mark}",
+                    f"{step.ok_rps:.1f}",
                     f"{step.rps:.1f}",
                     _num(step.p50_ms),
                     p99,
@@ -112,7 +113,8 @@ def sweep_lines(record: ScalingRecord) -> list[str]:
             else f"no saturation up to {sweep.steps[-1].users} users"
         )
         best = (
-            f"{sweep.best_rps_within_budget:.1f} req/s at {sweep.best_users_within_budget} users"
+            f"{sweep.best_rps_within_budget:.1f} successful req/s at "
+            f"{sweep.best_users_within_budget} users"
             if sweep.best_rps_within_budget is not None
             else "no step"
         )
@@ -194,7 +196,7 @@ def sweep_png(record: ScalingRecord) -> bytes:
         colour = profile_colour(_profile_index(record, sweep.profile))
         users = [s.users for s in sweep.steps]
         rate.plot(
-            users, [s.rps for s in sweep.steps], marker="o", color=colour, label=sweep.profile
+            users, [s.ok_rps for s in sweep.steps], marker="o", color=colour, label=sweep.profile
         )
         tail.plot(
             users,
@@ -207,7 +209,7 @@ def sweep_png(record: ScalingRecord) -> bytes:
             for ax in (rate, tail):
                 ax.axvline(sweep.saturation_users, color=colour, linestyle=":", alpha=0.7)
         tail.axhline(sweep.p99_budget_ms, color="grey", linestyle="--", linewidth=0.8)
-    rate.set_ylabel("req/s (settled window)")
+    rate.set_ylabel("successful req/s (settled window)")
     tail.set_ylabel("p99 ms (log)")
     tail.set_yscale("log")
     tail.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

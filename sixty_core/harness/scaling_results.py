@@ -77,7 +77,10 @@ class StepPoint(msgspec.Struct):
     window_s: float
     requests: int
     failures: int
+    #: Every request per second, and the successful ones (what saturation is judged by:
+    #: a shed request is answered fast and adds nothing).
     rps: float
+    ok_rps: float
     p50_ms: float | None
     p99_ms: float | None
     p99_low: float | None
@@ -86,7 +89,7 @@ class StepPoint(msgspec.Struct):
 
 class LoadSweep(msgspec.Struct):
     """One profile's load sweep: its steps, the saturation step (None: not reached) and
-    the best throughput whose p99 met the budget."""
+    the best good throughput (successful req/s) whose p99 met the budget."""
 
     profile: str
     scale: int
