@@ -22,6 +22,7 @@ needs CREATEDB). Every record says where the load, the service and the database 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
@@ -487,8 +488,6 @@ async def _load_sweeps(
 
 
 async def _host_profile(options: ScaleOptions) -> str:
-    import asyncio
-
     assert options.host is not None
     return await asyncio.to_thread(
         load.check_host, options.host, seed=options.scenario.seed, scale=options.scales[0]
