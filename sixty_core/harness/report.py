@@ -26,6 +26,7 @@ from sixty_core.harness.report_sections import (
     figures_table,
     fmt_metric,
     leak_sections,
+    md_table,
     method_lines,
     profile_names,
     statements_table,
@@ -117,16 +118,6 @@ def claims_table(path: Path) -> Table:
 # --- Markdown ----------------------------------------------------------------------------
 
 
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---" for _ in header) + "|")
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def markdown(results: Results) -> str:
     rows = claim_rows(results)
     tally = {v: sum(1 for r in rows if r.verdict == v) for v in VERDICT_MARK}
@@ -138,24 +129,24 @@ def markdown(results: Results) -> str:
         f"{tally[claims.CONFIRMED]} confirmed, {tally[claims.REFUTED]} refuted, "
         f"{tally[claims.INCONCLUSIVE]} inconclusive.",
         "",
-        _md_table(CLAIM_HEADER, [_claim_cells(r) for r in rows]),
+        md_table(CLAIM_HEADER, [_claim_cells(r) for r in rows]),
         "",
         f"*Rule:* {claims.RULE} Brackets are 95% intervals.",
         "",
         "## Measured figures",
         "",
-        _md_table(*figures_table(results)),
+        md_table(*figures_table(results)),
         "",
         "## Statements per request (probe: one request at a time)",
         "",
-        _md_table(*statements_table(results)),
+        md_table(*statements_table(results)),
     ]
     if ablation_effects(results):
         parts += [
             "",
             "## Ablations: each flag turned off alone",
             "",
-            _md_table(*ablation_table(results)),
+            md_table(*ablation_table(results)),
         ]
     leaks = leak_sections(results)
     if leaks:
@@ -165,11 +156,11 @@ def markdown(results: Results) -> str:
     if results.scaling is not None:
         parts += ["", "## How cost grows", ""]
         for table in _scaling_tables(results.scaling):
-            parts += [_md_table(*table), ""]
+            parts += [md_table(*table), ""]
         parts += [f"- {line}" for line in scaling_report.sweep_lines(results.scaling)]
     header, bench_rows = bench_table(results)
     if bench_rows:
-        parts += ["", "## Benchmarks (per call)", "", _md_table(header, bench_rows)]
+        parts += ["", "## Benchmarks (per call)", "", md_table(header, bench_rows)]
     parts += ["", "## Method", "", *(f"- {line}" for line in method_lines(results))]
     parts += ["", "Definitions:", ""]
     parts += [f"- `{k}`: {v}" for k, v in DEFINITIONS.items()]

@@ -3,6 +3,8 @@ from ``results.json`` alone, for :mod:`.report` to render as Markdown and HTML."
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from sixty_core.harness.metrics import Metric, all_metrics
 from sixty_core.harness.results import Results
 from sixty_core.profiles import FLAGS
@@ -20,6 +22,18 @@ ABLATION_METRICS = (
 
 
 # --- figures as text ------------------------------------------------------------------
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table; a ``|`` inside a cell is escaped."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def fmt(value: float | None, unit: str) -> str:

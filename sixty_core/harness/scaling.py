@@ -64,7 +64,7 @@ from sixty_core.load import samples as sample_files
 from sixty_core.load.samples import ACTION, Sample
 from sixty_core.load.scenario import STANDARD, Scenario
 from sixty_core.load.shapes import DEFAULT_STEPS
-from sixty_core.load.stats import bootstrap_percentile, percentile
+from sixty_core.load.stats import bootstrap_percentile, percentile, run_window_s
 from sixty_core.settings import Settings
 
 #: An endpoint needs this many requests at every scale for its latency curve.
@@ -296,7 +296,7 @@ def fit_curves(points: Sequence[ScalePoint], base: Path) -> list[GrowthCurve]:
                         statistic=q,
                     )
                 )
-            windows = [_window_s(p.samples) for p in mine]
+            windows = [run_window_s(p.samples) for p in mine]
             rates = [len(d) / w if w > 0 else 0.0 for d, w in zip(data, windows, strict=True)]
             curves.append(_curve(profile, "rps", endpoint, mine, dirs, _plain(rates)))
         probed = [c.endpoint for c in mine[0].statements]
@@ -316,12 +316,6 @@ def fit_curves(points: Sequence[ScalePoint], base: Path) -> list[GrowthCurve]:
 
 def _plain(values: Sequence[float]) -> list[tuple[float, float | None, float | None]]:
     return [(v, None, None) for v in values]
-
-
-def _window_s(samples: Sequence[Sample]) -> float:
-    if not samples:
-        return 0.0
-    return max(s.t + s.ms / 1000 for s in samples) - min(s.t for s in samples)
 
 
 def _curve(

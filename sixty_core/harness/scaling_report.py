@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from sixty_core.harness.plots import legend, png, profile_colour
+from sixty_core.harness.report_sections import md_table
 from sixty_core.harness.scaling_results import CURVE_METRICS, GrowthCurve, ScalingRecord
 
 #: The curves a reader looks at first: the first-page list (the seed story), one deal,
@@ -221,12 +222,6 @@ def sweep_png(record: ScalingRecord) -> bytes:
     return png(figure)
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def markdown(record: ScalingRecord, *, images: bool = True) -> str:
     """``scale.md``: exponents (headline, then every curve), the load sweep, the method;
     with ``images``, links to ``growth.png`` and ``load-sweep.png`` beside it."""
@@ -241,12 +236,12 @@ def markdown(record: ScalingRecord, *, images: bool = True) -> str:
             "",
             "## Growth over deal count (headline)",
             "",
-            _md_table(*exponent_table(record)),
+            md_table(*exponent_table(record)),
         ]
         if images:
             parts += ["", "![growth curves, log-log](growth.png)"]
     if record.sweeps:
-        parts += ["", "## Load sweep", "", _md_table(*sweep_table(record)), ""]
+        parts += ["", "## Load sweep", "", md_table(*sweep_table(record)), ""]
         parts += [f"- {line}" for line in sweep_lines(record)]
         if images:
             parts += ["", "![throughput and p99 against users](load-sweep.png)"]
@@ -255,7 +250,7 @@ def markdown(record: ScalingRecord, *, images: bool = True) -> str:
             "",
             "## Every curve",
             "",
-            _md_table(*exponent_table(record, everything=True)),
+            md_table(*exponent_table(record, everything=True)),
         ]
     parts += ["", "## Method", "", *(f"- {line}" for line in method_lines(record)), ""]
     return "\n".join(parts)

@@ -127,9 +127,9 @@ class ScalingRecord(msgspec.Struct):
 
 def write(record: ScalingRecord, path: Path) -> None:
     """Write ``path`` whole or not at all (a temporary file renamed into place)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(msgspec.json.format(msgspec.json.encode(record), indent=1) + b"\n")
-    partial.replace(path)
+    from sixty_core.harness.rundir import write_whole
+
+    write_whole({path: msgspec.json.format(msgspec.json.encode(record), indent=1) + b"\n"})
 
 
 def read(path: Path) -> ScalingRecord:
