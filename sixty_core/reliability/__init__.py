@@ -1,0 +1,1 @@
+"""Reliability scenarios, fault injection and the scorecard (RELIABILITY.md)."""
