@@ -140,7 +140,11 @@ async def copy_in_bulk(
     async with _Drawing(batches) as feed:
         while (table := await feed.next_table()) is not None:
             await conn.copy_to_table(
-                table, source=feed.chunks(table), columns=list(COLUMNS[table]), format="binary"
+                # Looked up, not passed on: the thread can only name a seeded table.
+                _seeded_table(table),
+                source=feed.chunks(table),
+                columns=list(COLUMNS[table]),
+                format="binary",
             )
             unloaded.discard(oids[table])
             ready = [r for r in pending if r["rel"] not in unloaded and r["ref"] not in unloaded]
@@ -151,6 +155,15 @@ async def copy_in_bulk(
     for row in (*pending, *triggers):
         await conn.execute(row["restore"])
     return {table: feed.counts.get(table, 0) for table in tables}
+
+
+def _seeded_table(name: str) -> str:
+    """The seeded table called ``name`` (the constant, not ``name``); KeyError otherwise.
+    The COPY's table name comes from here, so only an allow-listed name reaches SQL."""
+    for table, _ in SEEDED_TABLES:
+        if table == name:
+            return table
+    raise KeyError(f"not a seeded table: {name!r}")
 
 
 class _Drawing:

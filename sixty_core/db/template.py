@@ -23,7 +23,7 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 def check_database_name(name: str) -> str:
     """Return ``name`` if it is a safe lowercase identifier, else raise ProvisionError."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ProvisionError(
             f"bad database name {name!r}: use lowercase letters, digits and _ (max 63)"
         )
