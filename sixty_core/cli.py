@@ -22,7 +22,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from sixty_core import cli_pipeline
+from sixty_core import cli_pipeline, cli_reliability
 from sixty_core.db import workflow
 from sixty_core.db.migrate import migrate
 from sixty_core.db.provision import Database, connect, provision
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_parser(commands)
     _add_leaks_parser(commands)
     cli_pipeline.add_parsers(commands, add_db_flags)
+    cli_reliability.add_parser(commands, add_db_flags)
     ceiling = commands.add_parser(
         "ceiling",
         help="hot endpoints' throughput from outside (wrk) beside the bare limits",
@@ -488,6 +489,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, out: Console) 
         return await cli_pipeline.dispatch(args, settings, out)
     if args.command == "bench":
         return await asyncio.to_thread(_bench, args, out)
+    if args.command == "reliability":
+        return await cli_reliability.run(args, settings, out)
     if args.command == "ceiling":
         return await _ceiling(args, settings, out)
     if args.command == "load":

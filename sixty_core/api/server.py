@@ -183,9 +183,11 @@ async def start_on_loopback(
     *,
     lifespan: Literal["auto", "on", "off"] = "off",
     timeout_s: float = 10.0,
+    graceful_shutdown_s: int = 2,
 ) -> tuple[QuietServer, asyncio.Task[None], str]:
     """Serve ``app`` with :func:`service_config` on a free 127.0.0.1 port, in a task of the
-    running loop. Returns once it is accepting: the server (set ``should_exit`` and await
+    running loop, draining at most ``graceful_shutdown_s`` when stopped (tests keep it
+    short). Returns once it is accepting: the server (set ``should_exit`` and await
     the task to stop it), its task and its base URL. RuntimeError if it exits during
     start-up; TimeoutError after ``timeout_s``."""
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when
@@ -193,7 +195,9 @@ async def start_on_loopback(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = QuietServer(service_config(app, lifespan=lifespan, timeout_graceful_shutdown=2))
+    server = QuietServer(
+        service_config(app, lifespan=lifespan, timeout_graceful_shutdown=graceful_shutdown_s)
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"loopback-server-{port}")
     async with asyncio.timeout(timeout_s):
         while not server.started:
