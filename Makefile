@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k seed -x"
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format venv clean
+.PHONY: run test test-slow lint format venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ run: $(STAMP)
 ## test: the whole test suite against real Postgres
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## test-slow: the tests that wait out real timeouts (black holes, breaker resets, fuzzing
+## every operation); .ci/run runs them after make test
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 ## lint: exactly what CI runs
 lint: $(STAMP)
