@@ -33,7 +33,11 @@ from sixty_core.errors import CircuitOpenError
 from sixty_core.types import Clock
 
 DEFAULT_FAILURE_THRESHOLD = 5
-DEFAULT_RESET_TIMEOUT_S = 10.0
+#: Open this long, then one trial. Short enough that creates go back to the edge within
+#: RELIABILITY.md's 5 s recovery target once it heals (scenario E5 measured 9.8 s with 10 s);
+#: while open, creates are served by the fallback, so a failing edge still sees at most one
+#: call per reset period.
+DEFAULT_RESET_TIMEOUT_S = 4.0
 
 
 class BreakerState(enum.Enum):
