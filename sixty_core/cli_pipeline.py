@@ -84,6 +84,12 @@ def add_parsers(
     run.add_argument("--no-bench", action="store_true", help="skip the benchmark suites")
     run.add_argument("--no-leaks", action="store_true", help="skip the memray leak runs")
     run.add_argument(
+        "--reliability",
+        action="store_true",
+        help="also run the reliability scenarios (see sixty reliability; --quick: the quick "
+        "subset) and put the scorecard in the report",
+    )
+    run.add_argument(
         "--out", type=Path, default=None, help="output folder (default a new reports/runs/ one)"
     )
     run.add_argument(
@@ -417,6 +423,8 @@ async def _run(args: argparse.Namespace, settings: Settings, out: Console) -> in
     path = await run(options, settings, out, log)
     if args.scales or args.load_steps:
         await _run_sweeps(args, options.out, path, profiles, settings, out, log)
+    if args.reliability:
+        await _run_reliability(args.quick, options.out, path, profiles, settings, out, log)
     paths = report.render(path, options.out)
     out.rule("[bold]summary[/]")
     out.print(report.claims_table(path))
@@ -470,6 +478,43 @@ async def _run_sweeps(
     record = read(await scaling.sweep(options, settings, out, log))
     results = results_file.read(results_path)
     results.scaling = record
+    results_file.write(results, results_path)
+
+
+async def _run_reliability(
+    quick: bool,
+    folder: Path,
+    results_path: Path,
+    profiles: tuple[str, ...],
+    settings: Settings,
+    out: Console,
+    log: workflow.StepLog,
+) -> None:
+    """``sixty run --reliability``: the scenarios into ``folder/reliability`` and their
+    record into ``results.json`` (rewritten whole), so the report shows the scorecard."""
+    from sixty_core.harness import results as results_file
+    from sixty_core.harness.rundir import write_whole
+    from sixty_core.reliability import catalog, runner, table
+    from sixty_core.reliability.outcome import Outcome
+    from sixty_core.reliability.scorecard import read
+
+    out.rule("[bold]reliability[/]")
+    options = runner.ReliabilityOptions(
+        out=folder / "reliability",
+        profiles=profiles,
+        scenarios=catalog.select(None, quick=quick),
+        quick=quick,
+    )
+
+    def done(outcome: Outcome) -> None:
+        verdict = "pass" if outcome.passed else f"FAIL: {outcome.findings[0]}"
+        out.print(f"  {outcome.profile:<10} {outcome.scenario:<4} {verdict}", highlight=False)
+
+    with log.step("reliability"):
+        record = read(await runner.run(options, settings, on_outcome=done))
+    write_whole({options.out / "reliability.md": table.markdown(record)})
+    results = results_file.read(results_path)
+    results.reliability = record
     results_file.write(results, results_path)
 
 

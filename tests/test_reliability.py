@@ -274,3 +274,59 @@ def test_the_command_writes_the_scorecard_for_each_profile(tmp_path: Path) -> No
     assert legacy.scenarios_passed == 1 and optimized.scenarios_passed == 2
     assert optimized.injection_findings == 0 and (optimized.sql_call_sites or 0) >= 60
     assert "C3 200 concurrent cold reads" in (out / "reliability.md").read_text()
+
+
+# --- in sixty run's results, report and gate -------------------------------------------------
+
+
+def test_the_scorecard_reaches_the_report_and_the_gate(tmp_path: Path) -> None:
+    """Results carrying a reliability record: the report shows the scorecard and each
+    failed scenario, and the gate holds the figures to budgets."""
+    from sixty_core.harness import gate, report
+    from sixty_core.harness.results import write as write_results
+    from tests.results_support import build_results, profile
+
+    outcomes = [
+        outcome(
+            scenario="E4",
+            kind="edge",
+            profile="legacy",
+            passed=False,
+            findings=["10 duplicate row(s) from 5 creates"],
+            rows_duplicated=10,
+        ),
+        outcome(scenario="E4", kind="edge", rows_duplicated=0, rows_lost=0),
+    ]
+    results = build_results(profile("legacy"), profile("optimized"))
+    results.reliability = ReliabilityRecord(
+        schema=SCHEMA,
+        created_at="2026-12-03T00:00:00+00:00",
+        profiles=["legacy", "optimized"],
+        quick=True,
+        outcomes=outcomes,
+        scorecards=[
+            scorecard(p, outcomes, sql_call_sites=68, sql_findings=0)
+            for p in ("legacy", "optimized")
+        ],
+    )
+    path = tmp_path / "results.json"
+    write_results(results, path)
+    paths = report.render(path, tmp_path / "out")
+    text = paths.markdown.read_text()
+    assert "## Reliability scorecard" in text
+    assert "legacy E4 (t): 10 duplicate row(s) from 5 creates" in text
+    assert "Reliability scorecard" in paths.html.read_text()
+    checks = gate.evaluate(
+        results,
+        [
+            gate.parse_budget("optimized.reliability.rows_duplicated", "== 0"),
+            gate.parse_budget("legacy.reliability.rows_duplicated", "== 0"),
+            gate.parse_budget("*.reliability.scenarios_failed", "== 0"),
+        ],
+        None,
+    )
+    verdicts = {c.metric: c.verdict for c in checks}
+    assert verdicts["optimized.reliability.rows_duplicated"] is gate.Verdict.PASS
+    assert verdicts["legacy.reliability.rows_duplicated"] is gate.Verdict.FAIL
+    assert verdicts["legacy.reliability.scenarios_failed"] is gate.Verdict.FAIL
+    assert verdicts["optimized.reliability.scenarios_failed"] is gate.Verdict.PASS

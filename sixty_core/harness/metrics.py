@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sixty_core.harness.results import ProfileRecord, Results, Series
 from sixty_core.harness.scaling_results import ScalingRecord
 from sixty_core.load.stats import PERCENTILES, Estimate, bootstrap_percentile, wilson_interval
+from sixty_core.reliability.scorecard import ReliabilityRecord
 
 #: The six metrics of the seed report, in its order.
 SEED_METRICS = (
@@ -278,11 +279,49 @@ def scaling_metrics(record: ScalingRecord) -> dict[str, Metric]:
     return {m.key: m for m in found}
 
 
+#: Scorecard figures that become gate metrics, with their units; each is a count or a
+#: maximum over the scenarios run, exact (no interval), lower is better.
+RELIABILITY_FIGURES: dict[str, str] = {
+    "scenarios_failed": "scenarios",
+    "faults_not_survived": "scenarios",
+    "deadline_overshoot_ms": "ms",
+    "leaked_connections": "connections",
+    "leaked_tasks": "tasks",
+    "leaked_fds": "fds",
+    "recovery_s": "s",
+    "rows_lost": "rows",
+    "rows_duplicated": "rows",
+    "stale_reads": "reads",
+    "loader_calls_per_key": "calls",
+    "cross_tenant_accesses": "accesses",
+    "raw_server_errors": "responses",
+    "injection_findings": "call sites",
+}
+
+
+def reliability_metrics(record: ReliabilityRecord) -> dict[str, Metric]:
+    """``<profile>.reliability.<figure>`` for each scorecard figure a run measured."""
+    found: dict[str, Metric] = {}
+    for card in record.scorecards:
+        values = {
+            **{name: getattr(card, name, None) for name in RELIABILITY_FIGURES},
+            "scenarios_failed": card.scenarios_run - card.scenarios_passed,
+            "faults_not_survived": card.faults_attempted - card.faults_survived,
+        }
+        for name, unit in RELIABILITY_FIGURES.items():
+            key = f"{card.profile}.reliability.{name}"
+            source = f"sixty reliability, {card.scenarios_run} scenarios"
+            found[key] = _metric(key, values[name], unit=unit, source=source, exact=True)
+    return found
+
+
 def all_metrics(results: Results) -> dict[str, Metric]:
-    """Every metric of every profile in ``results``, the sweeps' included."""
+    """Every metric of every profile in ``results``, the sweeps' and scorecard's included."""
     merged: dict[str, Metric] = {}
     for record in results.profiles:
         merged.update(profile_metrics(record))
     if results.scaling is not None:
         merged.update(scaling_metrics(results.scaling))
+    if results.reliability is not None:
+        merged.update(reliability_metrics(results.reliability))
     return merged

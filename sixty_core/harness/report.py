@@ -34,6 +34,8 @@ from sixty_core.harness.report_sections import (
 from sixty_core.harness.results import Results, read
 from sixty_core.harness.rundir import write_whole
 from sixty_core.harness.scaling_results import ScalingRecord
+from sixty_core.reliability import table as reliability_table
+from sixty_core.reliability.scorecard import ReliabilityRecord
 
 VERDICT_MARK = {claims.CONFIRMED: "✅", claims.REFUTED: "❌", claims.INCONCLUSIVE: "❔"}
 
@@ -158,6 +160,10 @@ def markdown(results: Results) -> str:
         for table in _scaling_tables(results.scaling):
             parts += [md_table(*table), ""]
         parts += [f"- {line}" for line in scaling_report.sweep_lines(results.scaling)]
+    if results.reliability is not None:
+        parts += ["", "## Reliability scorecard", ""]
+        parts += [md_table(*reliability_table.scorecard_table(results.reliability)), ""]
+        parts += [f"- {line}" for line in _reliability_findings(results.reliability)]
     header, bench_rows = bench_table(results)
     if bench_rows:
         parts += ["", "## Benchmarks (per call)", "", md_table(header, bench_rows)]
@@ -261,6 +267,13 @@ def html_report(results: Results) -> str:
         parts += [f"<p><b>{html.escape(head)}</b></p>{_list(lines)}" for head, lines in leaks]
     if results.scaling is not None:
         parts += _scaling_html(results.scaling)
+    if results.reliability is not None:
+        parts += [
+            "<h2>Reliability scorecard</h2>",
+            _html_table(*reliability_table.scorecard_table(results.reliability)),
+            _html_table(*reliability_table.scenario_table(results.reliability)),
+            _list(_reliability_findings(results.reliability)),
+        ]
     header, bench_rows = bench_table(results)
     if bench_rows:
         parts += ["<h2>Benchmarks (per call)</h2>", _html_table(header, bench_rows)]
@@ -274,6 +287,16 @@ def html_report(results: Results) -> str:
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _reliability_findings(record: ReliabilityRecord) -> list[str]:
+    """One line per failed scenario and profile: what broke (legacy's are the findings the
+    original's design predicts; an optimized one is a regression)."""
+    return [
+        f"{o.profile} {o.scenario} ({o.title}): {'; '.join(o.findings)}"
+        for o in record.outcomes
+        if not o.passed
+    ] or ["every scenario passed on every profile"]
 
 
 def _scaling_tables(record: ScalingRecord) -> list[tuple[list[str], list[list[str]]]]:

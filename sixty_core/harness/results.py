@@ -21,6 +21,7 @@ import msgspec
 from sixty_core.errors import SixtyError
 from sixty_core.harness.scaling_results import ScalingRecord
 from sixty_core.load.scenario import Scenario
+from sixty_core.reliability.scorecard import ReliabilityRecord
 
 SCHEMA_NAME = "sixty.results"
 SCHEMA_VERSION = 1
@@ -213,6 +214,8 @@ class Results(msgspec.Struct):
     bench: BenchRecord | None = None
     #: The growth curves and load sweep, when the run was asked for them.
     scaling: ScalingRecord | None = None
+    #: The reliability scenarios and scorecard, when the run was asked for them.
+    reliability: ReliabilityRecord | None = None
     steps: list[Step] = []
     wall_s: float = 0.0
 

@@ -9,11 +9,13 @@ raises or overruns its bound is an outcome with that finding, not a crash of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -91,10 +93,40 @@ async def run(
     *,
     on_outcome: Callable[[Outcome], None] = lambda _: None,
 ) -> Path:
-    """Run every scenario on every profile; return the path of ``reliability.json``."""
+    """Run every scenario on every profile; return the path of ``reliability.json``. The
+    faults' expected log noise (refused reconnects, cancelled requests) goes to
+    ``scenarios.log`` beside it, not to the terminal."""
     started = time.monotonic()
     options.out.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []
+    with _logs_to(options.out / "scenarios.log"):
+        await _run_all(options, settings, outcomes, on_outcome)
+    scan = sql_scan.scan(Path(sql_scan.__file__).parent.parent)
+    record = ReliabilityRecord(
+        schema=SCHEMA,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        profiles=list(options.profiles),
+        quick=options.quick,
+        outcomes=outcomes,
+        scorecards=[
+            scorecard(p, outcomes, sql_call_sites=scan.call_sites, sql_findings=len(scan.findings))
+            for p in options.profiles
+        ],
+        sql_findings=[f"{f.path}:{f.line} {f.call}: {f.reason}" for f in scan.findings],
+        sql_call_sites=scan.call_sites,
+        wall_s=time.monotonic() - started,
+    )
+    path = options.out / "reliability.json"
+    write(record, path)
+    return path
+
+
+async def _run_all(
+    options: ReliabilityOptions,
+    settings: Settings,
+    outcomes: list[Outcome],
+    on_outcome: Callable[[Outcome], None],
+) -> None:
     async with provision(settings) as database:
         template = f"sixty_rel_{os.getpid()}_tpl"
         template_dsn = await create_database(database.dsn, template)
@@ -113,22 +145,27 @@ async def run(
                     on_outcome(outcome)
         finally:
             await drop_database(database.dsn, template)
-    scan = sql_scan.scan(Path(sql_scan.__file__).parent.parent)
-    findings = [f"{f.path}:{f.line} {f.call}: {f.reason}" for f in scan.findings]
-    record = ReliabilityRecord(
-        schema=SCHEMA,
-        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        profiles=list(options.profiles),
-        quick=options.quick,
-        outcomes=outcomes,
-        scorecards=[
-            scorecard(p, outcomes, sql_call_sites=scan.call_sites, sql_findings=len(scan.findings))
-            for p in options.profiles
-        ],
-        sql_findings=findings,
-        sql_call_sites=scan.call_sites,
-        wall_s=time.monotonic() - started,
-    )
-    path = options.out / "reliability.json"
-    write(record, path)
-    return path
+
+
+#: Loggers the faults make talk: asyncpg's refill warnings, uvicorn's cancelled requests.
+_NOISY_LOGGERS = ("asyncio", "asyncpg", "uvicorn", "uvicorn.error", "sixty_core")
+
+
+@contextlib.contextmanager
+def _logs_to(path: Path) -> Iterator[None]:
+    """Send the noisy loggers to ``path`` (not the terminal) while the scenarios run."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    saved = []
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.propagate, logger.handlers[:]))
+        logger.handlers = [handler]
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate, handlers in saved:
+            logger.handlers = handlers
+            logger.propagate = propagate
+        handler.close()
