@@ -60,7 +60,18 @@ import socket
 import struct
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+
+# The toxics live in toxics.py and are re-exported: callers import them from here.
+from sixty_core.reliability.toxics import _TOXIC_TYPES
+from sixty_core.reliability.toxics import Bandwidth as Bandwidth
+from sixty_core.reliability.toxics import BlackHole as BlackHole
+from sixty_core.reliability.toxics import Direction as Direction
+from sixty_core.reliability.toxics import Latency as Latency
+from sixty_core.reliability.toxics import LimitData as LimitData
+from sixty_core.reliability.toxics import ResetPeer as ResetPeer
+from sixty_core.reliability.toxics import Slicer as Slicer
+from sixty_core.reliability.toxics import SlowClose as SlowClose
+from sixty_core.reliability.toxics import Toxic as Toxic
 
 logger = logging.getLogger(__name__)
 
@@ -68,101 +79,6 @@ DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_CLOSE_TIMEOUT_S = 2.0
 READ_CHUNK_BYTES = 65536
-
-Direction = Literal["up", "down", "both"]
-_DIRECTIONS = ("up", "down", "both")
-
-
-def _check_direction(owner: str, direction: str) -> None:
-    if direction not in _DIRECTIONS:
-        raise ValueError(f"{owner}.direction must be 'up', 'down' or 'both', got {direction!r}")
-
-
-def _check_ms(owner: str, field: str, value: float) -> None:
-    # `not value >= 0` also catches NaN, which would otherwise sleep for no time silently.
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{owner}.{field} must be a finite number >= 0, got {value!r}")
-
-
-def _check_int(owner: str, field: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}.{field} must be an integer >= {minimum}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Hold each chunk ``ms`` milliseconds, +/- a uniform ``jitter_ms``, never below 0."""
-
-    ms: float
-    jitter_ms: float = 0.0
-    direction: Direction = "both"
-
-    def __post_init__(self) -> None:
-        _check_ms("Latency", "ms", self.ms)
-        _check_ms("Latency", "jitter_ms", self.jitter_ms)
-        _check_direction("Latency", self.direction)
-
-
-@dataclass(frozen=True)
-class Bandwidth:
-    """Forward at most ``bytes_per_s`` bytes per second."""
-
-    bytes_per_s: int
-    direction: Direction = "both"
-
-    def __post_init__(self) -> None:
-        _check_int("Bandwidth", "bytes_per_s", self.bytes_per_s, 1)
-        _check_direction("Bandwidth", self.direction)
-
-
-@dataclass(frozen=True)
-class Slicer:
-    """Trickle: forward in slices of ``chunk_bytes``, pausing ``delay_ms`` after each."""
-
-    chunk_bytes: int
-    delay_ms: float
-    direction: Direction = "both"
-
-    def __post_init__(self) -> None:
-        _check_int("Slicer", "chunk_bytes", self.chunk_bytes, 1)
-        _check_ms("Slicer", "delay_ms", self.delay_ms)
-        _check_direction("Slicer", self.direction)
-
-
-@dataclass(frozen=True)
-class BlackHole:
-    """Pass nothing, close nothing: packets dropped without an RST (P10, E2)."""
-
-
-@dataclass(frozen=True)
-class ResetPeer:
-    """Reset live connections when set and new ones when accepted (P11)."""
-
-
-@dataclass(frozen=True)
-class LimitData:
-    """Close the connection once ``bytes`` have been forwarded: a truncated body (E4)."""
-
-    bytes: int
-    direction: Direction = "down"
-
-    def __post_init__(self) -> None:
-        _check_int("LimitData", "bytes", self.bytes, 0)
-        _check_direction("LimitData", self.direction)
-
-
-@dataclass(frozen=True)
-class SlowClose:
-    """Pass the upstream's close on to the client ``delay_ms`` late."""
-
-    delay_ms: float
-
-    def __post_init__(self) -> None:
-        _check_ms("SlowClose", "delay_ms", self.delay_ms)
-
-
-Toxic = Latency | Bandwidth | Slicer | BlackHole | ResetPeer | LimitData | SlowClose
-_TOXIC_TYPES = (Latency, Bandwidth, Slicer, BlackHole, ResetPeer, LimitData, SlowClose)
 
 
 @dataclass(frozen=True)
