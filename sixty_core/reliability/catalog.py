@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sixty_core.reliability import correctness, edge_faults, pool_faults
+from sixty_core.reliability import (
+    boundaries,
+    correctness,
+    edge_faults,
+    fuzzing,
+    pool_faults,
+    pool_state,
+)
 from sixty_core.reliability.outcome import Trial
 from sixty_core.reliability.stack import Stack
 
@@ -40,9 +47,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         True,
         ("P6",),
     ),
+    Scenario("P4", "connections handed over clean", "pool", pool_state.clean_handover, True),
+    Scenario("P5", "waiters cancelled", "pool", pool_state.cancelled_waiters, True),
+    Scenario(
+        "P6", "cancellation storm mid-transaction", "pool", pool_state.cancellation_storm, True
+    ),
     Scenario("P7", "pool exhausted by slow queries", "pool", pool_faults.overload, True),
     Scenario("P8", "database down, then back", "pool", pool_faults.database_down, True, ("P11",)),
     Scenario("P10", "database black-holed", "pool", pool_faults.black_hole, False),
+    Scenario("P14", "abandoned transaction", "pool", pool_state.abandoned_transaction, False),
     Scenario("P16", "shutdown under load", "pool", pool_faults.shutdown_under_load, True),
     Scenario("E1", "edge answers 5xx", "edge", edge_faults.upstream_errors, True),
     Scenario("E2", "edge hangs", "edge", edge_faults.upstream_hangs, True),
@@ -64,13 +77,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         True,
         ("C7",),
     ),
+    Scenario(
+        "C2", "writers racing loads (1,000 writes)", "cache", boundaries.racing_writers, False
+    ),
     Scenario("C3", "200 concurrent cold reads", "cache", correctness.stampede, True),
+    Scenario("C4", "a failed load is not cached", "cache", boundaries.failed_load_not_cached, True),
+    Scenario("C5", "caches stay within maxsize", "cache", boundaries.bounded_caches, False),
     Scenario("S1", "logout revokes a cached session", "auth", correctness.logout_revokes, True),
     Scenario(
         "S3", "missing, malformed, forged tokens", "auth", correctness.bad_tokens, True, ("I5",)
     ),
+    Scenario("S2", "tokens one edit from a cached one", "auth", boundaries.token_look_alikes, True),
     Scenario("S5", "bad-token spray", "auth", correctness.token_spray, False),
+    Scenario("I1", "every operation fuzzed", "input", fuzzing.fuzz_every_operation, False, ("I3",)),
     Scenario("I7", "tenant isolation (BOLA matrix)", "input", correctness.tenant_isolation, True),
+    Scenario("I10", "page size and offset caps", "input", boundaries.page_limits, True),
     Scenario("I11", "concurrent writers of one deal", "input", correctness.lost_updates, True),
     Scenario(
         "I12",

@@ -22,8 +22,8 @@ from sixty_core.reliability.driving import (
     timed,
 )
 from sixty_core.reliability.outcome import Trial
-from sixty_core.reliability.proxy import Latency, ResetPeer
 from sixty_core.reliability.stack import Stack
+from sixty_core.reliability.toxics import Latency, ResetPeer
 
 _QUERIES = QUERIES_HEADER.decode()
 

@@ -22,8 +22,8 @@ from sixty_core.reliability.driving import (
 )
 from sixty_core.reliability.outcome import Trial
 from sixty_core.reliability.pool_faults import EPSILON_S, RECOVERY_BUDGET_S
-from sixty_core.reliability.proxy import Latency, LimitData
 from sixty_core.reliability.stack import Stack
+from sixty_core.reliability.toxics import Latency, LimitData
 
 DEGRADED_HEADER = "x-sixty-degraded"
 

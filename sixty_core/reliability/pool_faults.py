@@ -14,8 +14,8 @@ import time
 
 from sixty_core.reliability.driving import baseline, check_leaks, own_deals, timed, warm
 from sixty_core.reliability.outcome import Trial
-from sixty_core.reliability.proxy import BlackHole, Latency
 from sixty_core.reliability.stack import Stack
+from sixty_core.reliability.toxics import BlackHole, Latency
 
 #: Slack on every promised deadline: scheduling on a shared 2-core machine.
 EPSILON_S = 1.0
