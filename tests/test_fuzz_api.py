@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ Case: TypeAlias = schemathesis.Case[Any]
 PROFILES = ["legacy", "optimized"]
 #: Hypothesis cases per operation and generation mode; hypothesis stops earlier when an
 #: operation's input space is exhausted (e.g. ``detailed`` on the health check).
-FUZZ_MAX_EXAMPLES = 50
+FUZZ_MAX_EXAMPLES = 100
 #: Cap on schemathesis's deterministic coverage cases per operation (~175 at most today).
 COVERAGE_MAX_CASES = 300
 SORT_MAX_EXAMPLES = 200
@@ -344,6 +345,8 @@ async def test_every_operation_survives_fuzzing(
     tally = new_tally(fuzz_api, "schemathesis", record_property)
     aim = await aim_for(fuzz_api)
     failures = await in_thread(lambda cancelled: fuzz_live_api(fuzz_api, tally, cancelled, aim=aim))
+    # For `sixty reliability`, which reads the cases tried from this test's junit XML.
+    record_property("cases_tried_json", json.dumps({k: dict(v) for k, v in tally.items()}))
     assert not failures, describe(failures)
     operations = {label.rsplit(" ", 1)[0] for label in tally}
     assert len(operations) == 13, sorted(operations)
