@@ -54,6 +54,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario("P7", "pool exhausted by slow queries", "pool", pool_faults.overload, True),
     Scenario("P8", "database down, then back", "pool", pool_faults.database_down, True, ("P11",)),
+    Scenario(
+        "P8R", "database server restarts (crash)", "pool", pool_faults.database_restart, False
+    ),
     Scenario("P10", "database black-holed", "pool", pool_faults.black_hole, False),
     Scenario("P14", "abandoned transaction", "pool", pool_state.abandoned_transaction, False),
     Scenario("P16", "shutdown under load", "pool", pool_faults.shutdown_under_load, True),
