@@ -175,7 +175,7 @@ class Stack:
         socket are the harness's cost of watching, so they are not counted as the
         service's tasks and fds."""
         links = self.db_proxy.stats.active + self.edge_proxy.stats.active
-        tasks = [t for t in asyncio.all_tasks() if not _coroutine_name(t).startswith("_Link.")]
+        tasks = [t for t in asyncio.all_tasks() if not coroutine_name(t).startswith("_Link.")]
         stats = self.components.pool.get_stats()
         backends, idle_tx = await self.backends()
         return Resources(
@@ -186,7 +186,7 @@ class Stack:
             idle_in_transaction=idle_tx,
             tasks=len(tasks),
             fds=len(os.listdir("/proc/self/fd")) - _FDS_PER_LINK * links,
-            task_names=tuple(sorted(_coroutine_name(t) for t in tasks)),
+            task_names=tuple(sorted(coroutine_name(t) for t in tasks)),
         )
 
     async def settled_resources(self, baseline: Resources, *, within_s: float = 5.0) -> Resources:
@@ -215,7 +215,7 @@ class Stack:
 _FDS_PER_LINK = 3
 
 
-def _coroutine_name(task: asyncio.Task[Any]) -> str:
+def coroutine_name(task: asyncio.Task[Any]) -> str:
     coro = task.get_coro()
     return getattr(coro, "__qualname__", type(coro).__name__)
 
