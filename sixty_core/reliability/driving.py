@@ -117,5 +117,6 @@ async def check_leaks(
     leaked = settled.leaks_against(baseline)
     trial.record(leaked=leaked)
     for name, delta in leaked.items():
-        evidence = f": {', '.join(settled.new_tasks(baseline)[:4])}" if name == "tasks" else ""
+        new = {"tasks": settled.new_tasks, "fds": settled.new_fds}.get(name)
+        evidence = f": {', '.join(new(baseline)[:4])}" if new is not None else ""
         trial.expect(False, f"{delta} {name.replace('_', ' ')} not back after the fault{evidence}")

@@ -30,7 +30,7 @@ import httpx
 from sixty_core.api import create_app
 from sixty_core.api.components import Components
 from sixty_core.api.server import GRACEFUL_SHUTDOWN_S, QuietServer, start_on_loopback
-from sixty_core.db.pool import OPTIMIZED_POOL, Pool, PoolSettings
+from sixty_core.db.pool import DEFAULT_CLOSE_TIMEOUT_S, OPTIMIZED_POOL, Pool, PoolSettings
 from sixty_core.db.provision import connect
 from sixty_core.db.repository import Repository
 from sixty_core.db.seed import SeedOwner, seeded_owners
@@ -40,8 +40,9 @@ from sixty_core.profiles import Profile
 from sixty_core.reliability.proxy import FaultProxy
 from sixty_core.settings import Settings
 
-#: How long stopping a server may take before its task is cancelled.
-STOP_TIMEOUT_S = 10.0
+#: How long stopping a server may take before its task is cancelled: the service's own
+#: drain (uvicorn's graceful shutdown, then the pool's close), and a margin.
+STOP_TIMEOUT_S = GRACEFUL_SHUTDOWN_S + DEFAULT_CLOSE_TIMEOUT_S + 5.0
 #: The client's own bound on any one request; scenarios that expect longer set their own.
 CLIENT_TIMEOUT_S = 30.0
 
@@ -59,6 +60,14 @@ class Resources:
     fds: int
     #: Coroutine names of the running tasks, the evidence when ``tasks`` grew.
     task_names: tuple[str, ...] = ()
+    #: What each open fd is (``socket:[inode]``, a path), the evidence when ``fds`` grew.
+    fd_kinds: tuple[str, ...] = ()
+
+    def new_fds(self, baseline: Resources) -> list[str]:
+        """Kinds of fd open now beyond ``baseline`` (sockets, pipes, files), with counts."""
+        extra = Counter(self.fd_kinds)
+        extra.subtract(Counter(baseline.fd_kinds))
+        return [f"{kind} x{n}" for kind, n in extra.most_common() if n > 0]
 
     def new_tasks(self, baseline: Resources) -> list[str]:
         """Coroutines running now that were not at ``baseline`` (by name, with counts)."""
@@ -187,6 +196,7 @@ class Stack:
             tasks=len(tasks),
             fds=len(os.listdir("/proc/self/fd")) - _FDS_PER_LINK * links,
             task_names=tuple(sorted(coroutine_name(t) for t in tasks)),
+            fd_kinds=_fd_kinds(),
         )
 
     async def settled_resources(self, baseline: Resources, *, within_s: float = 5.0) -> Resources:
@@ -213,6 +223,19 @@ class Stack:
 
 #: A proxied connection's sockets in this process: the client's end, and the proxy's two.
 _FDS_PER_LINK = 3
+
+
+def _fd_kinds() -> tuple[str, ...]:
+    """The kind of each open fd: ``socket``, ``pipe``, ``anon_inode:[eventpoll]`` or the
+    file's path (a socket's inode says nothing across runs, so it is dropped)."""
+    kinds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own fd, too)
+        kinds.append(target.split(":[")[0] if target.startswith(("socket:", "pipe:")) else target)
+    return tuple(sorted(kinds))
 
 
 def coroutine_name(task: asyncio.Task[Any]) -> str:
