@@ -154,8 +154,12 @@ def service_config(
     port: int = 0,
     lifespan: Literal["auto", "on", "off"] = "on",
     timeout_graceful_shutdown: int = GRACEFUL_SHUTDOWN_S,
+    keep_logging: bool = False,
 ) -> uvicorn.Config:
-    """The uvicorn configuration the service runs under (the tests' servers use it too)."""
+    """The uvicorn configuration the service runs under (the tests' servers use it too).
+    ``keep_logging`` leaves the host program's logging as it is (uvicorn otherwise applies
+    its own config, replacing the handlers of its loggers and closing every handler)."""
+    extra: dict[str, Any] = {"log_config": None} if keep_logging else {}
     return uvicorn.Config(
         app,
         host=host,
@@ -166,6 +170,7 @@ def service_config(
         access_log=False,
         lifespan=lifespan,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
+        **extra,
     )
 
 
@@ -184,6 +189,7 @@ async def start_on_loopback(
     lifespan: Literal["auto", "on", "off"] = "off",
     timeout_s: float = 10.0,
     graceful_shutdown_s: int = 2,
+    keep_logging: bool = False,
 ) -> tuple[QuietServer, asyncio.Task[None], str]:
     """Serve ``app`` with :func:`service_config` on a free 127.0.0.1 port, in a task of the
     running loop, draining at most ``graceful_shutdown_s`` when stopped (tests keep it
@@ -196,7 +202,12 @@ async def start_on_loopback(
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = QuietServer(
-        service_config(app, lifespan=lifespan, timeout_graceful_shutdown=graceful_shutdown_s)
+        service_config(
+            app,
+            lifespan=lifespan,
+            timeout_graceful_shutdown=graceful_shutdown_s,
+            keep_logging=keep_logging,
+        )
     )
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"loopback-server-{port}")
     async with asyncio.timeout(timeout_s):

@@ -151,10 +151,23 @@ async def _run_all(
 _NOISY_LOGGERS = ("asyncio", "asyncpg", "uvicorn", "uvicorn.error", "sixty_core")
 
 
+class _KeptOpen(logging.FileHandler):
+    """A file handler that stays open until :meth:`close_now`. uvicorn applies its logging
+    config each time a server starts (every scenario's stack), and ``dictConfig`` closes
+    every handler there is; this one would then reopen its file on the next record, a new
+    fd that a scenario's leak check would count as the service's."""
+
+    def close(self) -> None:
+        self.flush()
+
+    def close_now(self) -> None:
+        super().close()
+
+
 @contextlib.contextmanager
 def _logs_to(path: Path) -> Iterator[None]:
     """Send the noisy loggers to ``path`` (not the terminal) while the scenarios run."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _KeptOpen(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     saved = []
     for name in _NOISY_LOGGERS:
@@ -168,4 +181,4 @@ def _logs_to(path: Path) -> Iterator[None]:
         for logger, propagate, handlers in saved:
             logger.handlers = handlers
             logger.propagate = propagate
-        handler.close()
+        handler.close_now()

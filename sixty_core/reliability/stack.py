@@ -291,7 +291,7 @@ async def running_stack(
             Pool(dsn, OPTIMIZED_POOL, application_name="sixty_edge")
         )
         edge_app = create_edge_app(make_edge_writer(Repository(edge_pool)), EdgeFaults())
-        edge_server, edge_task, edge_url = await start_on_loopback(edge_app)
+        edge_server, edge_task, edge_url = await start_on_loopback(edge_app, keep_logging=True)
         stack.push_async_callback(_stop_server, edge_server, edge_task)
         edge_parts = urlsplit(edge_url)
         edge_proxy = FaultProxy("127.0.0.1", edge_parts.port or 80, name="edge")
@@ -301,7 +301,7 @@ async def running_stack(
             base, profile, dsn=_via(dsn, db_proxy), edge_url=f"http://{edge_proxy.address}"
         )
         server, task, url = await start_on_loopback(
-            app, lifespan="on", graceful_shutdown_s=GRACEFUL_SHUTDOWN_S
+            app, lifespan="on", graceful_shutdown_s=GRACEFUL_SHUTDOWN_S, keep_logging=True
         )
         stack.push_async_callback(_stop_server, server, task)
         http = await stack.enter_async_context(
