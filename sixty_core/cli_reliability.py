@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sixty_core.errors import ConfigError
 from sixty_core.profiles import resolve_profile
 from sixty_core.reliability import catalog
 from sixty_core.reliability.outcome import Outcome
@@ -24,7 +25,7 @@ def _profiles(text: str) -> tuple[str, ...]:
     for name in names:
         try:
             resolve_profile(name)
-        except Exception as exc:
+        except ConfigError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return names
 

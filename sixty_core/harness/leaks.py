@@ -254,7 +254,7 @@ def _component_of(counter: str) -> str | None:
 JITTERY = ("process_allocated_blocks",)
 
 
-def _grows(counter: str, values: Sequence[float], requests: int) -> bool:
+def grows(counter: str, values: Sequence[float], requests: int) -> bool:
     """``values`` (baseline first) grew in every tracked cycle. For a jittery counter: its
     floor rose from each third of the tracked cycles to the next, and by at least one
     block per tracked request (``requests``) above the baseline, well above the churn of
@@ -282,7 +282,7 @@ def verdicts(samples: Sequence[CycleSample]) -> list[Verdict]:
             if component is None:
                 continue
             values = [s.series.get(counter, 0.0) for s in tracked]
-            if _grows(counter, values, tracked[-1].requests - tracked[0].requests):
+            if grows(counter, values, tracked[-1].requests - tracked[0].requests):
                 how = "its floor rose over" if counter in JITTERY else "grew in each of"
                 found.append(
                     Verdict(

@@ -15,9 +15,9 @@ from typing import Any
 
 from sixty_core.accounting import QUERIES_HEADER
 from sixty_core.reliability.driving import (
-    create_body,
+    check_exactly_once,
+    keyed_create,
     own_deals,
-    rows_named,
     run_tag,
     timed,
 )
@@ -224,15 +224,7 @@ async def idempotent_retries(stack: Stack, trial: Trial, *, creates: int = 10) -
 
     async def create(name: str) -> None:
         for _ in range(4):
-            status, _, _ = await timed(
-                stack,
-                trial,
-                "POST",
-                "/api/deals",
-                owner,
-                json=create_body(owner, name),
-                headers={"Idempotency-Key": name},
-            )
+            status, _ = await keyed_create(stack, trial, owner, name)
             statuses[name] = status
             if status == 201:
                 return
@@ -249,14 +241,9 @@ async def idempotent_retries(stack: Stack, trial: Trial, *, creates: int = 10) -
         await asyncio.gather(resets(), *(create(f"{prefix}-{i}") for i in range(creates)))
     finally:
         stack.db_proxy.clear()
-    rows = await rows_named(stack, prefix)
-    accepted = {n for n, s in statuses.items() if s == 201}
-    duplicated = sum(n - 1 for n in rows.values() if n > 1)
-    lost = sum(1 for n in accepted if rows.get(n, 0) == 0)
-    trial.record(rows_lost=lost, rows_duplicated=duplicated)
-    trial.expect(len(accepted) == creates, f"{creates - len(accepted)} creates never accepted")
-    trial.expect(duplicated == 0, f"{duplicated} duplicate row(s) from retried creates")
-    trial.expect(lost == 0, f"{lost} accepted create(s) wrote no row")
+    accepted = sum(1 for s in statuses.values() if s == 201)
+    trial.expect(accepted == creates, f"{creates - accepted} creates never accepted")
+    await check_exactly_once(stack, trial, prefix, statuses)
 
 
 async def refleak_rounds(
@@ -269,7 +256,7 @@ async def refleak_rounds(
     counter the service exports (tasks, timers, listeners, retained bytes, cache entries,
     allocated blocks; read after a collection) must not grow in every tracked round, the
     leak run's rule; and fds, tasks and server backends must not grow over them."""
-    from sixty_core.harness.leaks import GROWTH_COUNTERS, Workload, _grows
+    from sixty_core.harness.leaks import GROWTH_COUNTERS, Workload, grows
     from sixty_core.load.probes import sixty_series
 
     async def counters() -> dict[str, float]:
@@ -305,7 +292,7 @@ async def refleak_rounds(
         if name in ("process_fds", "process_tasks", "pg_backends"):
             grew = growth > 0 and all(b >= a for a, b in itertools.pairwise(values))
         else:
-            grew = _grows(name, values, tracked_requests)  # a block per request, at least
+            grew = grows(name, values, tracked_requests)  # a block per request, at least
         if grew:
             leaked[name] = int(growth)
             trial.expect(

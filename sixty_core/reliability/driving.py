@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -81,6 +82,39 @@ def created_deal(stack: Stack, body: Any) -> dict[str, Any] | None:
     if isinstance(data, dict) and "robust_create" not in stack.profile.flags:
         data = data.get("data")
     return data if isinstance(data, dict) and "id" in data else None
+
+
+async def keyed_create(
+    stack: Stack, trial: Trial, owner: SeedOwner, name: str
+) -> tuple[int, httpx.Response | None]:
+    """One timed create of a deal called ``name`` with ``name`` as its Idempotency-Key:
+    (status or NO_ANSWER, response)."""
+    status, _, response = await timed(
+        stack,
+        trial,
+        "POST",
+        "/api/deals",
+        owner,
+        json=create_body(owner, name),
+        headers={"Idempotency-Key": name},
+    )
+    return status, response
+
+
+async def check_exactly_once(
+    stack: Stack, trial: Trial, prefix: str, statuses: Mapping[str, int]
+) -> None:
+    """Each create (name -> final status) accepted with 201 wrote one row, none wrote two,
+    and none answered as failed wrote any: rows lost and duplicated are recorded."""
+    rows = await rows_named(stack, prefix)
+    accepted = {name for name, status in statuses.items() if status == 201}
+    lost = sum(1 for name in accepted if rows.get(name, 0) == 0)
+    duplicated = sum(n - 1 for n in rows.values() if n > 1)
+    phantom = sum(1 for name in rows if name not in accepted)
+    trial.record(rows_lost=lost, rows_duplicated=duplicated)
+    trial.expect(lost == 0, f"{lost} accepted create(s) wrote no row")
+    trial.expect(duplicated == 0, f"{duplicated} duplicate row(s) from {len(accepted)} creates")
+    trial.expect(phantom == 0, f"{phantom} create(s) answered as failed wrote a row")
 
 
 async def rows_named(stack: Stack, prefix: str) -> dict[str, int]:

@@ -13,12 +13,11 @@ import time
 
 from sixty_core.reliability.driving import (
     baseline,
+    check_exactly_once,
     check_leaks,
-    create_body,
     created_deal,
-    rows_named,
+    keyed_create,
     run_tag,
-    timed,
 )
 from sixty_core.reliability.outcome import Trial
 from sixty_core.reliability.pool_faults import EPSILON_S, RECOVERY_BUDGET_S
@@ -47,15 +46,7 @@ async def _creates(
 
     async def one(i: int) -> tuple[str, int, bool]:
         name = f"{prefix}-{i}"
-        status, _, response = await timed(
-            stack,
-            trial,
-            "POST",
-            "/api/deals",
-            owner,
-            json=create_body(owner, name),
-            headers={"Idempotency-Key": name},
-        )
+        status, response = await keyed_create(stack, trial, owner, name)
         degraded = response is not None and DEGRADED_HEADER in response.headers
         if status == 201 and response is not None:
             trial.expect(
@@ -71,16 +62,7 @@ async def _creates(
 async def _exactly_once(
     stack: Stack, trial: Trial, prefix: str, answers: list[tuple[str, int, bool]]
 ) -> None:
-    """Each accepted create wrote one row, and no refused one wrote any."""
-    rows = await rows_named(stack, prefix)
-    accepted = {name for name, status, _ in answers if status == 201}
-    lost = sum(1 for name in accepted if rows.get(name, 0) == 0)
-    duplicated = sum(n - 1 for n in rows.values() if n > 1)
-    phantom = sum(1 for name in rows if name not in accepted)
-    trial.record(rows_lost=lost, rows_duplicated=duplicated)
-    trial.expect(lost == 0, f"{lost} accepted create(s) wrote no row")
-    trial.expect(duplicated == 0, f"{duplicated} duplicate row(s) from {len(accepted)} creates")
-    trial.expect(phantom == 0, f"{phantom} create(s) answered as failed wrote a row")
+    await check_exactly_once(stack, trial, prefix, {name: status for name, status, _ in answers})
 
 
 def _within_budget(stack: Stack, trial: Trial) -> None:
@@ -193,15 +175,7 @@ async def _first_edge_served(
     while time.monotonic() - started < within_s:
         attempt += 1
         name = f"{prefix}-heal-{attempt}"
-        status, _, response = await timed(
-            stack,
-            trial,
-            "POST",
-            "/api/deals",
-            owner,
-            json=create_body(owner, name),
-            headers={"Idempotency-Key": name},
-        )
+        status, response = await keyed_create(stack, trial, owner, name)
         if status == 201 and response is not None and DEGRADED_HEADER not in response.headers:
             return time.monotonic() - started
         await asyncio.sleep(0.5)
@@ -219,15 +193,7 @@ async def fallback_writes_once(stack: Stack, trial: Trial) -> None:
         name = f"{prefix}-{i}"
         status, degraded = 0, False
         for _ in range(3):
-            status, _, response = await timed(
-                stack,
-                trial,
-                "POST",
-                "/api/deals",
-                owner,
-                json=create_body(owner, name),
-                headers={"Idempotency-Key": name},
-            )
+            status, response = await keyed_create(stack, trial, owner, name)
             degraded = response is not None and DEGRADED_HEADER in response.headers
             if status == 201:
                 break

@@ -280,7 +280,6 @@ async def database_restart(stack: Stack, trial: Trial) -> None:
         return
     finally:
         victim_conn.terminate()
-    started = time.monotonic()
     recovered = await _recovery(stack, trial, deal_id=deal["id"])
     trial.record(recovery_s=recovered)
     trial.expect(
@@ -288,6 +287,4 @@ async def database_restart(stack: Stack, trial: Trial) -> None:
         "after the database restarted, the first successful write came "
         f"{'never' if recovered is None else f'{recovered:.1f} s later'}",
     )
-    # The restart is part of the measured window: recovery counts from the kill.
-    trial.expect(time.monotonic() - started < 60, "the database took over a minute to restart")
     await check_leaks(stack, trial, before, within_s=10.0)

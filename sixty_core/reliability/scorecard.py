@@ -83,7 +83,7 @@ def scorecard(
     faults = [o for o in mine if o.kind in FAULT_KINDS]
     recoveries = [o.recovery_s for o in mine]
     # A scenario that never recovered counts as missing recovery, not as a fast one.
-    never = any(o.recovery_s is None and "recovery_s" in _measured(o) for o in mine)
+    never = any(o.scenario in RECOVERY_SCENARIOS and o.recovery_s is None for o in mine)
     loader = [o.loader_calls for o in mine]
     return Scorecard(
         profile=profile,
@@ -109,13 +109,8 @@ def scorecard(
     )
 
 
-def _measured(outcome: Outcome) -> set[str]:
-    """Names of the figures a scenario set (recovery scenarios set it even when None)."""
-    return {"recovery_s"} if outcome.scenario in RECOVERY_SCENARIOS else set()
-
-
 #: Scenarios that measure a recovery time; a None there means "never recovered".
-RECOVERY_SCENARIOS = frozenset({"P8", "P10", "E5"})
+RECOVERY_SCENARIOS = frozenset({"P8", "P8R", "P10", "E5"})
 
 
 def write(record: ReliabilityRecord, path: Path) -> None:
