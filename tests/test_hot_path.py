@@ -1,29 +1,36 @@
 """The optimized hot path keeps the API's behaviour: the indexed router picks the route
-Starlette would, remembered encodings and pages are byte-identical to fresh ones, a request
-that borrowed no connection is not delayed by settle(), and `sixty ceiling` runs wrk."""
+Starlette would, the service's one error layer answers exactly as Starlette's three,
+remembered encodings and pages are byte-identical to fresh ones, a request that borrowed no
+connection is not delayed by settle(), and `sixty ceiling` runs wrk."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 import pytest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from sixty_core.api.app import ServiceStarlette
+from sixty_core.api.errors import handle_http_exception, handle_sixty_error
 from sixty_core.api.params import _remembered_list_query, list_query_from
 from sixty_core.api.responses import encode, encoded_once, ok
-from sixty_core.api.routing import IndexedRouter, static_index
+from sixty_core.api.routing import IndexedRouter, LeanRoute, depth_index, static_index
 from sixty_core.benchkit.asgi import AsgiCaller
 from sixty_core.cache import FrozenRows, derived, freeze
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
 from sixty_core.db.recorder import Tally, recording, settle
-from sixty_core.errors import ValidationError
+from sixty_core.errors import NotFoundError, SixtyError, ValidationError
+from sixty_core.memory import MemoryManager
 from tests.test_cli import run_sixty
 
 
@@ -39,7 +46,10 @@ ROUTES = [
     Route("/deals", _endpoint("create"), methods=["POST"]),
     Route("/deals/{deal_id}", _endpoint("one"), methods=["GET"]),
     Route("/deals/stats", _endpoint("stats"), methods=["GET"]),  # shadowed by {deal_id}
+    Route("/deals/{deal_id}", _endpoint("update"), methods=["PATCH"]),
+    Route("/deals/{deal_id}/move", _endpoint("move"), methods=["POST"]),
     Route("/stages", _endpoint("stages"), methods=["GET"]),
+    Route("/owners/{owner_id:int}/deals", _endpoint("owned"), methods=["GET"]),
 ]
 
 
@@ -47,6 +57,23 @@ def test_static_index_leaves_out_paths_an_earlier_route_matches() -> None:
     index = static_index(ROUTES)
     assert sorted(index) == ["/deals", "/stages"]
     assert [r.methods for r in index["/deals"]] == [{"GET", "HEAD"}, {"POST"}]
+
+
+def test_depth_index_groups_routes_by_slashes_in_order() -> None:
+    index = depth_index(ROUTES)
+    assert index is not None
+    assert [(prefix, route.name) for prefix, route in index[2]] == [
+        ("/deals/", "endpoint"),
+        ("/deals/stats", "endpoint"),
+        ("/deals/", "endpoint"),
+    ]
+    assert [prefix for prefix, _ in index[3]] == ["/deals/", "/owners/"]
+
+
+def test_depth_index_is_off_when_a_route_can_match_across_slashes() -> None:
+    """A ``path`` convertor or a mount can match any depth: no index, Starlette's scan."""
+    assert depth_index([*ROUTES, Route("/files/{rest:path}", _endpoint("file"))]) is None
+    assert depth_index([Mount("/sub", routes=ROUTES), *ROUTES]) is None
 
 
 @pytest.mark.parametrize(
@@ -58,8 +85,16 @@ def test_static_index_leaves_out_paths_an_earlier_route_matches() -> None:
         ("HEAD", "/stages"),
         ("GET", "/deals/stats"),  # Starlette picks {deal_id}: so must we
         ("GET", "/deals/42"),
+        ("PATCH", "/deals/42"),  # a later route of the same path
+        ("DELETE", "/deals/42"),  # 405 with both methods allowed
+        ("POST", "/deals/42/move"),
+        ("GET", "/deals/42/move"),  # 405
+        ("GET", "/deals/42/"),  # the trailing-slash redirect, with a parameter
+        ("GET", "/owners/7/deals"),
+        ("GET", "/owners/seven/deals"),  # int convertor refuses: 404
         ("GET", "/stages/"),  # the trailing-slash redirect
         ("GET", "/nowhere"),
+        ("GET", "/deals/42/move/x"),
     ],
 )
 def test_indexed_router_answers_exactly_as_starlette(method: str, path: str) -> None:
@@ -70,6 +105,58 @@ def test_indexed_router_answers_exactly_as_starlette(method: str, path: str) -> 
     try:
         a = loop.run_until_complete(AsgiCaller(plain)(method, path))
         b = loop.run_until_complete(AsgiCaller(indexed)(method, path))
+    finally:
+        loop.close()
+    assert (a.status, a.headers, a.body) == (b.status, b.headers, b.body)
+
+
+async def _raising(request: Request) -> Response:
+    raise NotFoundError(f"no deal {request.path_params['deal_id']}")
+
+
+def _service_app_and_starlette() -> tuple[Any, Any]:
+    """The service's app (one boundary, lean routes) and stock Starlette (its own three
+    layers, function routes), with the same endpoints and handlers."""
+    handlers: dict[Any, Any] = {
+        SixtyError: handle_sixty_error,
+        HTTPException: handle_http_exception,
+    }
+    table = [
+        ("/deals", _endpoint("list"), ["GET"]),
+        ("/deals/{deal_id}", _raising, ["GET"]),
+        ("/deals/{deal_id}/move", _endpoint("move"), ["POST"]),
+    ]
+    lean = [LeanRoute(path, endpoint, methods=methods) for path, endpoint, methods in table]
+    stock = [Route(path, endpoint, methods=methods) for path, endpoint, methods in table]
+    service = ServiceStarlette(
+        lean, memory=MemoryManager(), handlers=handlers, lifespan=_no_lifespan
+    )
+    return service, Starlette(routes=stock, exception_handlers=handlers)
+
+
+@asynccontextmanager
+async def _no_lifespan(app: Any) -> AsyncIterator[None]:
+    yield
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/deals"),
+        ("GET", "/deals/42"),  # a domain error, mapped
+        ("DELETE", "/deals"),  # Starlette's 405, in the envelope
+        ("GET", "/deals/42/move"),
+        ("POST", "/deals/42/move"),
+        ("GET", "/nowhere"),  # Starlette's 404, in the envelope
+        ("GET", "/deals/"),  # redirect
+    ],
+)
+def test_the_service_app_answers_exactly_as_stock_starlette(method: str, path: str) -> None:
+    service, stock = _service_app_and_starlette()
+    loop = asyncio.new_event_loop()
+    try:
+        a = loop.run_until_complete(AsgiCaller(stock)(method, path))
+        b = loop.run_until_complete(AsgiCaller(service)(method, path))
     finally:
         loop.close()
     assert (a.status, a.headers, a.body) == (b.status, b.headers, b.body)

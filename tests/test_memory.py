@@ -541,6 +541,69 @@ async def test_boundary_runs_cleanup_above_normal_with_cooldown(fake_clock: Fake
     assert memory.get_stats()["boundary_errors_caught"] == 5
 
 
+class _Refused(LookupError):
+    """A mapped error whose subclass must find its base's handler."""
+
+
+class _RefusedHere(_Refused):
+    pass
+
+
+async def _refusing_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise _RefusedHere("no such deal")
+
+
+async def _answer_refusal(request: Any, exc: Exception) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"refused": str(exc), "path": request.url.path}, status_code=404)
+
+
+async def _broken_handler(request: Any, exc: Exception) -> Any:
+    raise RuntimeError("the handler broke: password=hunter2")
+
+
+async def test_boundary_answers_a_mapped_error_with_its_handler(
+    boundary_manager: MemoryManager,
+) -> None:
+    """An exception whose class (or a base, along the MRO) has a handler gets the handler's
+    answer; nothing is counted as an unhandled error."""
+    boundary = MemoryAwareErrorBoundary(
+        _refusing_app, boundary_manager, handlers={_Refused: _answer_refusal}
+    )
+    response = await _get(boundary)
+    assert response.status_code == 404
+    assert response.json() == {"refused": "no such deal", "path": "/api/deals"}
+    assert boundary.errors_caught == 0
+    assert boundary_manager.get_stats()["boundary_errors_caught"] == 0
+
+
+async def test_boundary_sends_the_500_when_a_handler_fails(
+    boundary_manager: MemoryManager,
+) -> None:
+    """A handler that raises is an unhandled error: the sanitized 500, counted."""
+    boundary = MemoryAwareErrorBoundary(
+        _refusing_app, boundary_manager, handlers={_Refused: _broken_handler}
+    )
+    response = await _get(boundary)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "hunter2" not in response.text
+    assert boundary.errors_caught == 1
+
+
+async def test_boundary_leaves_unmapped_errors_to_the_500(
+    boundary_manager: MemoryManager,
+) -> None:
+    """A handler for another class does not catch this one."""
+    boundary = MemoryAwareErrorBoundary(
+        _failing_app, boundary_manager, handlers={_Refused: _answer_refusal}
+    )
+    response = await _get(boundary)
+    assert response.status_code == 500
+    assert boundary.errors_caught == 1
+
+
 async def test_boundary_ignores_non_http_scopes(boundary_manager: MemoryManager) -> None:
     """Lifespan and websocket scopes pass straight through, errors included."""
     boundary = MemoryAwareErrorBoundary(_failing_app, boundary_manager)

@@ -1,16 +1,18 @@
 """The Starlette app factory: ``create_app(settings, profile, dsn=..., edge_url=...)``.
 
 The lifespan builds every component for the profile (:mod:`sixty_core.api.components`)
-and closes them on shutdown. Middleware, outermost first:
+and closes them on shutdown. Layers, outermost first:
 
 1. :class:`~sixty_core.accounting.RequestAccounting` — counts the statements, auth lookups
    and joined cache loads of each request (``X-Sixty-Queries``, ``X-Sixty-Auth-Lookups``,
    ``X-Sixty-Joined-Loads``) and, when it is done, adds them to the per-endpoint totals and
    records the request in the profile's request log and API metrics;
-2. Starlette's own error middleware;
-3. :class:`~sixty_core.api.boundary.MemoryAwareErrorBoundary` — any unexpected exception
-   becomes a sanitized 500 envelope, and triggers cleanup when memory is high;
-4. domain errors -> mapped statuses (:mod:`sixty_core.api.errors`).
+2. the Starlette app (``scope["app"]``, ``app.state``, the lifespan);
+3. :class:`~sixty_core.api.boundary.MemoryAwareErrorBoundary` — domain errors and
+   Starlette's 404/405 -> mapped statuses (:mod:`sixty_core.api.errors`); any unexpected
+   exception becomes a sanitized 500 envelope, and triggers cleanup when memory is high. It
+   replaces Starlette's own server-error and exception middleware (:class:`ServiceStarlette`);
+4. :class:`~sixty_core.api.routing.IndexedRouter` and its routes.
 """
 
 from __future__ import annotations
@@ -21,21 +23,19 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from sixty_core.accounting import Accounted, RequestAccounting
-from sixty_core.api.boundary import MemoryAwareErrorBoundary
+from sixty_core.api.boundary import ExceptionHandler, MemoryAwareErrorBoundary
 from sixty_core.api.components import Components, build
 from sixty_core.api.errors import handle_http_exception, handle_sixty_error
 from sixty_core.api.metrics import metrics_endpoint
 from sixty_core.api.openapi import build_openapi
 from sixty_core.api.responses import JSONResponse
 from sixty_core.api.routes import routes
-from sixty_core.api.routing import IndexedRouter
+from sixty_core.api.routing import IndexedRouter, LeanRoute
 from sixty_core.errors import SixtyError
 from sixty_core.memory import MemoryManager
 from sixty_core.profiles import Profile
@@ -81,6 +81,34 @@ def _account(holder: Starlette) -> Callable[[Accounted], None]:
     return account
 
 
+class ServiceStarlette(Starlette):
+    """Starlette with the service's error boundary as its only middleware.
+
+    Starlette always wraps its router in its server-error middleware and its exception
+    middleware, and wraps each function route in the exception layer again; each wraps
+    every ``send``. Profiling showed those layers cost more per cached request than the
+    router itself, and the boundary already does their job (:mod:`sixty_core.api.boundary`).
+    Routes here must be :class:`~sixty_core.api.routing.LeanRoute` (or ASGI apps), whose
+    exceptions reach the boundary.
+    """
+
+    def __init__(
+        self,
+        routes: list[LeanRoute],
+        *,
+        memory: MemoryManager,
+        handlers: dict[type[Exception], ExceptionHandler],
+        lifespan: Callable[[Starlette], Any],
+    ) -> None:
+        super().__init__(lifespan=lifespan)
+        # Same routes, same order, same lifespan: only the lookup of paths changes.
+        self.router = IndexedRouter(routes, lifespan=lifespan)
+        self.boundary = MemoryAwareErrorBoundary(self.router, manager=memory, handlers=handlers)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.boundary
+
+
 def create_app(settings: Settings, profile: Profile, *, dsn: str, edge_url: str) -> ASGIApp:
     """An ASGI app serving the deal API in ``profile`` on the database at ``dsn``, creating
     deals through the edge upstream at ``edge_url``. Nothing is opened until the lifespan
@@ -110,13 +138,11 @@ def create_app(settings: Settings, profile: Profile, *, dsn: str, edge_url: str)
     async def openapi(request: Request) -> Response:
         return JSONResponse(request.app.state.openapi)
 
-    all_routes = [*routes(), Route("/metrics", metrics), Route("/openapi.json", openapi)]
-    app = Starlette(
-        routes=all_routes,
-        middleware=[Middleware(MemoryAwareErrorBoundary, manager=memory)],
-        exception_handlers={SixtyError: handle_sixty_error, HTTPException: handle_http_exception},
+    all_routes = [*routes(), LeanRoute("/metrics", metrics), LeanRoute("/openapi.json", openapi)]
+    app = ServiceStarlette(
+        all_routes,
+        memory=memory,
+        handlers={SixtyError: handle_sixty_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
-    # Same routes, same order, same lifespan: only the lookup of static paths changes.
-    app.router = IndexedRouter(all_routes, lifespan=lifespan)
     return RequestAccounting(app, on_done=_account(app), capture_body=MAX_LOGGED_BODY)

@@ -11,7 +11,6 @@ from typing import TypeVar
 import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from sixty_core.api import health, sse
 from sixty_core.api.components import Components
@@ -23,6 +22,7 @@ from sixty_core.api.params import (
     require_uuid,
 )
 from sixty_core.api.responses import JSONResponse, ok
+from sixty_core.api.routing import LeanRoute
 from sixty_core.auth import User
 from sixty_core.errors import ClientDisconnectedError, RequestTimeoutError, ValidationError
 from sixty_core.models import BulkRequest, DealCreate, DealUpdate, MoveRequest
@@ -215,20 +215,20 @@ async def stream(request: Request, user: User) -> Response:
     )
 
 
-def routes() -> list[Route]:
+def routes() -> list[LeanRoute]:
     return [
-        Route("/api/deals", list_deals, methods=["GET"]),
-        Route("/api/deals", create_deal, methods=["POST"]),
-        Route("/api/deals/pipeline-stats", pipeline_stats, methods=["GET"]),
-        Route("/api/deals/stream", stream, methods=["GET"]),
-        Route("/api/deals/bulk", bulk, methods=["POST"]),
-        Route("/api/deals/{deal_id}", get_deal, methods=["GET"]),
-        Route("/api/deals/{deal_id}", update_deal, methods=["PATCH"]),
-        Route("/api/deals/{deal_id}", delete_deal, methods=["DELETE"]),
-        Route("/api/deals/{deal_id}/move", move_deal, methods=["POST"]),
-        Route("/api/stages", stages, methods=["GET"]),
-        Route("/api/owners", owners, methods=["GET"]),
-        Route("/api/companies", companies, methods=["GET"]),
-        Route("/api/auth/logout", logout, methods=["POST"]),
-        Route("/api/health", health.health, methods=["GET"]),
+        LeanRoute("/api/deals", list_deals, methods=["GET"]),
+        LeanRoute("/api/deals", create_deal, methods=["POST"]),
+        LeanRoute("/api/deals/pipeline-stats", pipeline_stats, methods=["GET"]),
+        LeanRoute("/api/deals/stream", stream, methods=["GET"]),
+        LeanRoute("/api/deals/bulk", bulk, methods=["POST"]),
+        LeanRoute("/api/deals/{deal_id}", get_deal, methods=["GET"]),
+        LeanRoute("/api/deals/{deal_id}", update_deal, methods=["PATCH"]),
+        LeanRoute("/api/deals/{deal_id}", delete_deal, methods=["DELETE"]),
+        LeanRoute("/api/deals/{deal_id}/move", move_deal, methods=["POST"]),
+        LeanRoute("/api/stages", stages, methods=["GET"]),
+        LeanRoute("/api/owners", owners, methods=["GET"]),
+        LeanRoute("/api/companies", companies, methods=["GET"]),
+        LeanRoute("/api/auth/logout", logout, methods=["POST"]),
+        LeanRoute("/api/health", health.health, methods=["GET"]),
     ]

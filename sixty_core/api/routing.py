@@ -1,20 +1,51 @@
-"""Starlette's router with an exact-path index in front of its linear scan.
+"""Starlette's router with indexes in front of its linear scan, and a leaner route.
 
 Starlette tries every route's regular expression in order until one matches; profiling a
 cached ``GET /api/stages`` showed that scan was about a third of the request's time in the
-app, because ``/api/stages`` is the tenth route. :class:`IndexedRouter` looks a request's
-path up in a dict of the parameter-free routes first. A path is indexed only when no earlier
-route could also match it (so the first route to match is the same one Starlette would
-pick), and only a full match (path and method) is served from the index: a wrong method, a
-path with parameters, a trailing-slash redirect all take Starlette's own scan, unchanged.
+app, because ``/api/stages`` is the tenth route, and ``GET /api/deals/{id}`` paid five
+regular expressions before its own. :class:`IndexedRouter` narrows the scan, and never
+changes its answer:
+
+- a path is looked up in a dict of the parameter-free routes first. A path is indexed only
+  when no earlier route could also match it (so the first route to match is the same one
+  Starlette would pick);
+- otherwise only the routes that could match at all are tried, in Starlette's order: when
+  every parameter of every route stops at a ``/`` (``str``, ``int``, ``float`` and ``uuid``
+  convertors do; ``path`` does not), a route can only match paths with as many ``/`` as its
+  own and starting with its text before the first parameter.
+
+Only a full match (path and method) is served from an index: a wrong method, a
+trailing-slash redirect, a miss all take Starlette's own scan, unchanged.
+
+:class:`LeanRoute` runs its endpoint without Starlette's per-route exception layer (a
+second copy of the one around the whole app): exceptions go up to the app's error boundary,
+which maps them with the same handlers (:mod:`sixty_core.api.boundary`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+from starlette.convertors import (
+    Convertor,
+    FloatConvertor,
+    IntegerConvertor,
+    StringConvertor,
+    UUIDConvertor,
+)
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+#: Convertors whose pattern never matches a ``/``.
+_WITHIN_A_SEGMENT: tuple[type[Convertor[Any]], ...] = (
+    StringConvertor,
+    IntegerConvertor,
+    FloatConvertor,
+    UUIDConvertor,
+)
 
 
 def static_index(routes: Sequence[BaseRoute]) -> dict[str, list[Route]]:
@@ -35,21 +66,77 @@ def static_index(routes: Sequence[BaseRoute]) -> dict[str, list[Route]]:
     return index
 
 
+def depth_index(routes: Sequence[BaseRoute]) -> dict[int, list[tuple[str, Route]]] | None:
+    """Number of ``/`` -> (text before the first parameter, route) for every route with
+    that many, in order; None when some route could match across a ``/`` (a mount, a
+    ``path`` convertor), since then the depth says nothing."""
+    index: dict[int, list[tuple[str, Route]]] = {}
+    for route in routes:
+        if not isinstance(route, Route) or not all(
+            type(convertor) in _WITHIN_A_SEGMENT for convertor in route.param_convertors.values()
+        ):
+            return None
+        prefix = route.path.partition("{")[0]
+        index.setdefault(route.path.count("/"), []).append((prefix, route))
+    return index
+
+
 class IndexedRouter(Router):
-    """A :class:`~starlette.routing.Router` that serves exact static paths from a dict."""
+    """A :class:`~starlette.routing.Router` that narrows its scan (module docstring)."""
 
     def __init__(self, routes: Sequence[BaseRoute], **kwargs: object) -> None:
         super().__init__(list(routes), **kwargs)  # type: ignore[arg-type]
         self._static = static_index(self.routes)
+        self._by_depth = depth_index(self.routes)
+
+    def _full_match(self, scope: Scope) -> Route | None:
+        path: str = scope["path"]
+        for route in self._static.get(path, ()):
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child_scope)
+                return route
+        if self._by_depth is None:
+            return None
+        for prefix, route in self._by_depth.get(path.count("/"), ()):
+            if path.startswith(prefix):
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    return route
+        return None
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
-            for route in self._static.get(scope["path"], ()):
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    scope.setdefault("router", self)
-                    scope["route"] = route
-                    scope.update(child_scope)
-                    await route.handle(scope, receive, send)
-                    return
+            route = self._full_match(scope)
+            if route is not None:
+                scope.setdefault("router", self)
+                scope["route"] = route
+                await route.handle(scope, receive, send)
+                return
         await super().app(scope, receive, send)
+
+
+def lean_endpoint(endpoint: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+    """``endpoint(request) -> response`` as an ASGI app, exceptions left to the caller."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
+
+class LeanRoute(Route):
+    """A :class:`~starlette.routing.Route` for an async ``endpoint(request)`` whose
+    exceptions reach the app's error boundary directly (module docstring)."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[[Request], Awaitable[Response]],
+        *,
+        methods: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(path, endpoint, methods=methods)
+        self.app = lean_endpoint(endpoint)
