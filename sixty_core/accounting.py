@@ -93,7 +93,8 @@ class RequestAccounting:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    await settle(tally)
+                    if tally.db_used:  # settle() only waits then: skip the call otherwise
+                        await settle(tally)
                     message = {
                         **message,
                         "headers": [
@@ -109,8 +110,9 @@ class RequestAccounting:
                 await self.app(scope, receive_captured if capture else receive, send_counted)
             finally:
                 if self._on_done is not None:
-                    # A second cancellation here must not cost the accounting.
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await settle(tally)
+                    if tally.db_used:
+                        # A second cancellation here must not cost the accounting.
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await settle(tally)
                     duration_ms = (time.perf_counter() - started) * 1000
                     self._on_done(Accounted(scope, status, tally, duration_ms, bytes(body)))

@@ -34,7 +34,7 @@ from sixty_core.api.errors import handle_http_exception, handle_sixty_error
 from sixty_core.api.metrics import metrics_endpoint
 from sixty_core.api.openapi import build_openapi
 from sixty_core.api.responses import JSONResponse
-from sixty_core.api.routes import routes
+from sixty_core.api.routes import COMPONENTS_KEY, routes
 from sixty_core.api.routing import IndexedRouter, LeanRoute
 from sixty_core.errors import SixtyError
 from sixty_core.memory import MemoryManager
@@ -54,7 +54,11 @@ def _account(holder: Starlette) -> Callable[[Accounted], None]:
     owner: list[Components | None] = [None]
 
     def account(done: Accounted) -> None:
-        comp: Components | None = getattr(holder.state, "components", None)
+        # The handlers' lookup is remembered in the scope (routes.components); app.state
+        # costs a Python __getattr__ and is read only for requests no handler saw.
+        comp: Components | None = done.scope.get(COMPONENTS_KEY) or getattr(
+            holder.state, "components", None
+        )
         if comp is None:
             return
         if owner[0] is not comp:

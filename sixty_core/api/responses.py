@@ -16,6 +16,8 @@ from starlette.responses import Response
 from sixty_core.cache import FrozenRow, FrozenRows, derived
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
+_JSON = "application/json"
+_JSON_BYTES = _JSON.encode("latin-1")
 
 
 def encode(value: Any) -> bytes:
@@ -38,6 +40,19 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return encode(content)
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        """Starlette's headers, made directly in the common case (no headers of the
+        caller's, a status with a body, the JSON media type): the same two headers in the
+        same order, without its general path's key scans on every answer."""
+        status = self.status_code
+        if headers or status < 200 or status in (204, 304) or self.media_type != _JSON:
+            super().init_headers(headers)
+            return
+        self.raw_headers = [
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+            (b"content-type", _JSON_BYTES),
+        ]
 
 
 def ok(

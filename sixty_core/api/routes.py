@@ -37,14 +37,19 @@ T = TypeVar("T")
 Handler = Callable[[Request, User], Awaitable[Response]]
 
 
+#: Where :func:`components` remembers the running app's components in a request's scope.
+COMPONENTS_KEY = "sixty.components"
+
+
 def components(request: Request) -> Components:
     """The running app's components, looked up once per request (``app.state`` attribute
-    access goes through a Python ``__getattr__``; handlers ask for them twice)."""
+    access goes through a Python ``__getattr__``; handlers ask for them twice, and the
+    accounting once more)."""
     scope = request.scope
     try:
-        comp: Components = scope["sixty.components"]
+        comp: Components = scope[COMPONENTS_KEY]
     except KeyError:
-        comp = scope["sixty.components"] = scope["app"].state.components
+        comp = scope[COMPONENTS_KEY] = scope["app"].state.components
     return comp
 
 
@@ -87,12 +92,28 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise ValidationError("request body is not valid JSON") from None
 
 
+#: Where :func:`authenticated` leaves the caller's token hash for the handler.
+TOKEN_HASH_KEY = "sixty.token_hash"
+
+
+def authorization(request: Request) -> str | None:
+    """The first ``Authorization`` header, as ``request.headers.get`` would return it.
+
+    Read from the raw ASGI headers (their names arrive lower-cased): Starlette's ``Headers``
+    decodes every header name to find one, on every authenticated request."""
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap ``handler`` so it runs only for a valid bearer token (401 otherwise)."""
+    """Wrap ``handler`` so it runs only for a valid bearer token (401 otherwise); the
+    token's hash is in ``request.scope[TOKEN_HASH_KEY]``."""
 
     async def endpoint(request: Request) -> Response:
-        user, request.state.token_hash = await components(request).authenticate(
-            request.headers.get("authorization")
+        user, request.scope[TOKEN_HASH_KEY] = await components(request).authenticate(
+            authorization(request)
         )
         return await handler(request, user)
 
@@ -191,7 +212,7 @@ async def companies(request: Request, user: User) -> Response:
 async def logout(request: Request) -> Response:
     """Revoke the caller's token at once (the cache entry too) and end its open streams."""
     comp = components(request)
-    _, token_hash = await comp.authenticate(request.headers.get("authorization"))
+    _, token_hash = await comp.authenticate(authorization(request))
     revoked = await comp.auth.logout(token_hash)
     comp.streams.end_token(token_hash, "logged out")
     await comp.monitor.on_logout(token_hash)
@@ -202,7 +223,7 @@ async def logout(request: Request) -> Response:
 async def stream(request: Request, user: User) -> Response:
     max_events = parse_int(request.query_params, "max_events", default=0, low=0, high=100_000)
     comp = components(request)
-    opened = await sse.open_stream(comp, user, request.state.token_hash)
+    opened = await sse.open_stream(comp, user, request.scope[TOKEN_HASH_KEY])
     return StreamingResponse(
         sse.events(
             comp,

@@ -3,8 +3,10 @@
 - :func:`hello_app`: one Starlette route answering constant JSON, no middleware — what any
   request costs before the service does anything;
 - :func:`pk_lookup_app`: one Starlette route fetching a deal by primary key through a plain
-  asyncpg pool with the optimized profile's pool settings (sizes, and a reset that sends
-  nothing) and returning it as JSON — what an uncached read costs at the least.
+  asyncpg pool with the optimized profile's pool settings (sizes, the client-side command
+  timeout, connection recycling, and a reset that sends nothing) and returning it as JSON —
+  what an uncached read costs at the least, with every statement bounded as the service's
+  are.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ async def pk_lookup_app(dsn: str) -> AsyncIterator[Starlette]:
         dsn,
         min_size=OPTIMIZED_POOL.min_size,
         max_size=OPTIMIZED_POOL.max_size,
+        max_queries=OPTIMIZED_POOL.max_queries,
+        max_inactive_connection_lifetime=OPTIMIZED_POOL.max_inactive_s,
+        command_timeout=OPTIMIZED_POOL.command_timeout_s,
         reset=_no_reset,
     )
 

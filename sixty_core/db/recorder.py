@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Tally:
     """Counts for one unit of work (usually one HTTP request).
 
