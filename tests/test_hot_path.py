@@ -23,7 +23,8 @@ from starlette.routing import Mount, Route
 from sixty_core.api.app import ServiceStarlette
 from sixty_core.api.errors import handle_http_exception, handle_sixty_error
 from sixty_core.api.params import _remembered_list_query, list_query_from
-from sixty_core.api.responses import encode, encoded_once, ok
+from sixty_core.api.responses import JSONResponse, encode, encoded_once, ok
+from sixty_core.api.routes import authorization
 from sixty_core.api.routing import IndexedRouter, LeanRoute, depth_index, static_index
 from sixty_core.benchkit.asgi import AsgiCaller
 from sixty_core.cache import FrozenRows, derived, freeze
@@ -267,3 +268,28 @@ def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any)
     checks = {(c["numerator"], c["denominator"]) for c in stages["checks"]}
     assert checks == {("optimized", "legacy"), ("hello", "optimized")}
     assert "cost over bare hello" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [(200, None), (201, {}), (404, None), (204, None), (503, {"Retry-After": "1"})],
+)
+def test_json_response_headers_are_starlettes(status: int, headers: Any) -> None:
+    """The direct path makes the very headers Starlette's general one would."""
+    ours = JSONResponse({"data": [1, 2], "error": None}, status_code=status, headers=headers)
+    theirs = Response(ours.body, status_code=status, headers=headers, media_type="application/json")
+    assert ours.raw_headers == theirs.raw_headers
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        [(b"authorization", b"Bearer abc")],
+        [(b"host", b"x"), (b"authorization", b"Bearer one"), (b"authorization", b"Bearer two")],
+        [(b"authorization", "Bearer caf\u00e9".encode("latin-1"))],
+    ],
+)
+def test_authorization_is_what_starlette_headers_return(raw: list[tuple[bytes, bytes]]) -> None:
+    request = Request({"type": "http", "headers": raw})
+    assert authorization(request) == request.headers.get("authorization")
