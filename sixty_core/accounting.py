@@ -12,23 +12,21 @@ request and answers with what that request cost:
                       statements are counted for the request that started them
 ===================== ===================================================================
 
-The headers are written when the response starts, after :func:`settle` (asyncpg counts a
-statement one loop turn after it completes). When the request is done, the optional
+The headers are written when the response starts (a handler's connections are back by then,
+and a lease counts its statements when it ends). When the request is done, the optional
 ``on_done`` callback gets the final tally, for per-endpoint totals and the request log.
 Used by the deal service and by the edge upstream alike.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sixty_core.db.recorder import Tally, recording, settle
+from sixty_core.db.recorder import Tally, recording
 
 QUERIES_HEADER = b"x-sixty-queries"
 AUTH_LOOKUPS_HEADER = b"x-sixty-auth-lookups"
@@ -93,8 +91,6 @@ class RequestAccounting:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    if tally.db_used:  # settle() only waits then: skip the call otherwise
-                        await settle(tally)
                     message = {
                         **message,
                         "headers": [
@@ -110,9 +106,5 @@ class RequestAccounting:
                 await self.app(scope, receive_captured if capture else receive, send_counted)
             finally:
                 if self._on_done is not None:
-                    if tally.db_used:
-                        # A second cancellation here must not cost the accounting.
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await settle(tally)
                     duration_ms = (time.perf_counter() - started) * 1000
                     self._on_done(Accounted(scope, status, tally, duration_ms, bytes(body)))

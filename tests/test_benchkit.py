@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from sixty_core.benchkit import summary
 from sixty_core.benchkit.counters import allocations_per_call, count_calls
 from sixty_core.benchkit.interleave import Interleaved, bootstrap_median_interval
-from sixty_core.db.recorder import count_statement, recording
+from sixty_core.db.pool import OPTIMIZED_POOL, Pool
+from sixty_core.db.recorder import count_statements, recording
 from tests.test_cli import run_sixty
 
 pytest_plugins = ["pytester"]
@@ -32,29 +32,29 @@ def test_recording_blocks_nest() -> None:
     """An inner block's counts reach the enclosing block too (a benchmark around an ASGI
     call sees what the request's own tally counted)."""
     with recording() as outer:
-        count_statement(None)
+        count_statements()
         with recording() as inner:
-            count_statement(None)
-            count_statement(None)
+            count_statements(2)
     assert (inner.statements, outer.statements) == (2, 3)
 
 
 def test_count_calls_counts_statements_on_the_connection(
     loop: asyncio.AbstractEventLoop, db_dsn: str
 ) -> None:
-    conn: asyncpg.Connection = loop.run_until_complete(asyncpg.connect(db_dsn))
-    conn.add_query_logger(count_statement)
+    pool = Pool(db_dsn, OPTIMIZED_POOL, application_name="t_count_calls")
+    loop.run_until_complete(pool.open())
     total = {"queries": 0}
 
     async def two_queries() -> None:
-        await conn.fetchval("SELECT 1")
-        await conn.fetchval("SELECT 2")
+        async with pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+            await conn.fetchval("SELECT 2")
         total["queries"] += 2
 
     try:
         counters = count_calls(loop, two_queries, 5, {"mine": lambda: dict(total)})
     finally:
-        loop.run_until_complete(conn.close())
+        loop.run_until_complete(pool.close())
     assert counters["statements"] == 2
     assert counters["mine.queries"] == 2
     assert counters["auth_lookups"] == 0

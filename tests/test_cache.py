@@ -542,13 +542,13 @@ async def test_cached_rows_are_read_only_for_every_caller() -> None:
 async def test_a_caller_joining_a_load_counts_a_joined_load_not_statements() -> None:
     """The request that starts a load owns its statements; one that joins it counts a
     joined load instead (sixty_core.db.recorder)."""
-    from sixty_core.db.recorder import count_statement, recording
+    from sixty_core.db.recorder import count_statements, recording
 
     cache, _ = make_cache()
     gate = Gate()
 
     async def load() -> Any:
-        count_statement(None)  # what the driver's query logger does for the SELECT
+        count_statements(1)  # what the pool's lease does for the SELECT
         return await gate()
 
     async def read() -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """The optimized hot path keeps the API's behaviour: the indexed router picks the route
 Starlette would, the service's one error layer answers exactly as Starlette's three,
-remembered encodings and pages are byte-identical to fresh ones, a request that borrowed no
-connection is not delayed by settle(), and `sixty ceiling` runs wrk."""
+remembered encodings and pages are byte-identical to fresh ones, a lease's statements are
+counted when it ends, and `sixty ceiling` runs wrk."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from sixty_core.api.routing import IndexedRouter, LeanRoute, depth_index, static
 from sixty_core.benchkit.asgi import AsgiCaller
 from sixty_core.cache import FrozenRows, derived, freeze
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
-from sixty_core.db.recorder import Tally, recording, settle
+from sixty_core.db.recorder import recording
 from sixty_core.errors import NotFoundError, SixtyError, ValidationError
 from sixty_core.memory import MemoryManager
 from tests.test_cli import run_sixty
@@ -203,25 +203,22 @@ def test_list_query_memo_keeps_results_not_errors() -> None:
     assert _remembered_list_query.cache_info().currsize == before
 
 
-async def test_settle_waits_only_when_a_connection_was_borrowed() -> None:
-    ran: list[str] = []
-    loop = asyncio.get_running_loop()
-    loop.call_soon(ran.append, "first")
-    await settle(Tally())  # borrowed nothing: returns at once
-    assert ran == []
-    await settle(Tally(db_used=True))
-    assert ran == ["first"]
-
-
-async def test_a_pool_acquire_marks_the_tally(db_dsn: str) -> None:
-    async with Pool(db_dsn, OPTIMIZED_POOL, application_name="t_mark") as pool:
+async def test_a_lease_counts_its_statements_when_it_ends(db_dsn: str) -> None:
+    """No loop turn is needed to read a tally: the lease counts at its end, in order."""
+    async with Pool(db_dsn, OPTIMIZED_POOL, application_name="t_count") as pool:
         with recording() as cached:
             pass
         with recording() as borrowed:
             async with pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
-    assert not cached.db_used
-    assert borrowed.db_used
+                await conn.execute("SELECT 2")
+                async with conn.transaction():
+                    await conn.fetchval("SELECT $1::int", 3)
+            counted_at_once = borrowed.statements
+        stats = pool.get_stats()
+    assert cached.statements == 0
+    assert counted_at_once == 5  # SELECT 1, SELECT 2, BEGIN, SELECT $1, COMMIT
+    assert stats["statements_sent"] == 5
 
 
 def need_wrk() -> None:

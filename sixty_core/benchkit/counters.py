@@ -19,7 +19,7 @@ from typing import Any
 
 import memray
 
-from sixty_core.db.recorder import recording, settle
+from sixty_core.db.recorder import recording
 
 Call = Callable[[], Awaitable[Any]]
 CounterSource = Callable[[], Mapping[str, float]]
@@ -64,7 +64,6 @@ async def _run(call: Call, n: int) -> tuple[int, int]:
     for _ in range(n):
         with recording() as tally:
             await call()
-            await settle()
         statements += tally.statements
         auth += tally.auth_lookups
     return statements, auth

@@ -45,9 +45,9 @@ release after ``pool.acquire(timeout=...)``.
 
 Counting
 --------
-Every connection the pool opens, the unpooled fallback's included, carries the statement
-counter of :mod:`sixty_core.db.recorder` as an asyncpg query logger, so each statement sent
-is counted for the request that sent it and in ``statements_sent``.
+Every lease, the unpooled fallback's included, counts the statements sent on its connection
+while lent (asyncpg's per-connection counter: :mod:`sixty_core.db.recorder`), for the
+request that borrowed it and in ``statements_sent``.
 
 The unpooled fallback (legacy)
 ------------------------------
@@ -72,7 +72,7 @@ from typing import Any
 
 import asyncpg
 
-from sixty_core.db.recorder import count_statement, note_db_use
+from sixty_core.db.recorder import count_statements
 from sixty_core.errors import DatabaseUnavailableError, LifecycleError, OverloadedError
 from sixty_core.types import Clock
 
@@ -294,16 +294,17 @@ def _connection_failure(exc: BaseException, conn: asyncpg.Connection | None) -> 
 class _Lease:
     """One borrowing of a connection, used as ``async with pool.acquire() as conn``."""
 
-    __slots__ = ("_conn", "_pool", "_since", "_unpooled")
+    __slots__ = ("_conn", "_pool", "_protocol", "_sent_before", "_since", "_unpooled")
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._conn: asyncpg.Connection | None = None
+        self._protocol: Any = None
+        self._sent_before = 0
         self._since = 0.0
         self._unpooled = False
 
     async def __aenter__(self) -> asyncpg.Connection:
-        note_db_use()
         try:
             self._conn, self._since = await self._pool._checkout()
         except (OverloadedError, DatabaseUnavailableError):
@@ -312,6 +313,11 @@ class _Lease:
             # getDbClient's fallback (ORIGINAL_SYSTEM.md §2.2): one connection of its own.
             self._conn = await self._pool._connect_unpooled()
             self._unpooled = True
+        # asyncpg's protocol object of this connection counts every message it sends that
+        # runs SQL (recorder module docstring); asyncpg's own pool reads the same counter
+        # for max_queries. What it counts while lent is this lease's.
+        self._protocol = self._conn._protocol
+        self._sent_before = self._protocol.queries_count
         return self._conn
 
     async def __aexit__(
@@ -323,15 +329,20 @@ class _Lease:
         conn, self._conn = self._conn, None
         # Decide before release: release detaches the proxy.
         failure = _connection_failure(exc, conn) if exc is not None else None
-        if self._unpooled:
-            await self._pool._close_unpooled(conn)
-        else:
-            try:
-                if failure is not None:
-                    suspect = not isinstance(exc, TimeoutError)
-                    await self._pool._discard(conn, siblings_suspect=suspect)
-            finally:
-                await self._pool._checkin(conn, self._since)
+        try:
+            if self._unpooled:
+                await self._pool._close_unpooled(conn)
+            else:
+                try:
+                    if failure is not None:
+                        suspect = not isinstance(exc, TimeoutError)
+                        await self._pool._discard(conn, siblings_suspect=suspect)
+                finally:
+                    await self._pool._checkin(conn, self._since)
+        finally:
+            # After the release: the reset it sends (legacy) is this lease's too. Counted
+            # now, in the borrower's context, so a tally is complete when the block exits.
+            self._pool._count_sent(self._protocol.queries_count - self._sent_before)
         if failure is not None:
             raise DatabaseUnavailableError(failure, retry_after_s=DEFAULT_RETRY_AFTER_S) from exc
 
@@ -428,7 +439,6 @@ class Pool:
                 command_timeout=s.command_timeout_s,
                 timeout=s.acquire_timeout_s,  # bounds each connect
                 server_settings=self._server_settings(),
-                init=self._init_connection,
                 reset=_skip_reset_query if s.fast_reset else None,
             )
         except (*_CONNECTION_FAILURES, asyncpg.InterfaceError) as exc:
@@ -494,13 +504,11 @@ class Pool:
             "idle_in_transaction_session_timeout": str(s.idle_in_transaction_timeout_ms),
         }
 
-    async def _init_connection(self, conn: asyncpg.Connection) -> None:
-        # Runs once per new connection (asyncpg ``init=``); loggers survive every reset.
-        conn.add_query_logger(self._log_statement)
-
-    def _log_statement(self, record: Any) -> None:
-        self._statements += 1
-        count_statement(record)
+    def _count_sent(self, statements: int) -> None:
+        """``statements`` were sent on a lent connection: the pool's total and the current
+        tally (:mod:`sixty_core.db.recorder`) count them."""
+        self._statements += statements
+        count_statements(statements)
 
     async def _connect_unpooled(self) -> asyncpg.Connection:
         """A connection outside the pool, set up like the pool's (the legacy fallback)."""
@@ -518,7 +526,6 @@ class Pool:
                 f"could not connect outside the pool either ({type(exc).__name__})",
                 retry_after_s=DEFAULT_RETRY_AFTER_S,
             ) from exc
-        conn.add_query_logger(self._log_statement)
         self._unpooled += 1
         self._unpooled_open += 1
         return conn
