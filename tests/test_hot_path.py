@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 
 from sixty_core.api.app import ServiceStarlette
 from sixty_core.api.errors import handle_http_exception, handle_sixty_error
@@ -69,6 +69,20 @@ def test_depth_index_groups_routes_by_slashes_in_order() -> None:
         ("/deals/", "endpoint"),
     ]
     assert [prefix for prefix, _ in index[3]] == ["/deals/", "/owners/"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/stages"), ("POST", "/deals")])
+def test_a_static_hit_leaves_the_scope_route_matches_would(method: str, path: str) -> None:
+    """The static index skips Route.matches: the scope must come out the same anyway."""
+    router = IndexedRouter(ROUTES)
+    scope: dict[str, Any] = {"type": "http", "method": method, "path": path, "root_path": ""}
+    route = router._full_match(scope)
+    assert route is not None
+    expected: dict[str, Any] = {"type": "http", "method": method, "path": path, "root_path": ""}
+    match, child_scope = route.matches(expected)
+    expected.update(child_scope)
+    assert match is Match.FULL
+    assert scope == expected
 
 
 def test_depth_index_is_off_when_a_route_can_match_across_slashes() -> None:

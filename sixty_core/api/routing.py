@@ -91,10 +91,13 @@ class IndexedRouter(Router):
 
     def _full_match(self, scope: Scope) -> Route | None:
         path: str = scope["path"]
+        method = scope["method"]
         for route in self._static.get(path, ()):
-            match, child_scope = route.matches(scope)
-            if match is Match.FULL:
-                scope.update(child_scope)
+            # The path is the route's own text, so its expression would match with no
+            # parameters: what Route.matches returns then, without running it.
+            if route.methods is None or method in route.methods:
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = dict(scope.get("path_params", {}))
                 return route
         if self._by_depth is None:
             return None

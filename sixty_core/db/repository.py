@@ -143,6 +143,15 @@ def _page(rows: Sequence[Row], query: ListQuery) -> tuple[Sequence[Row], str | N
 # --- tags --------------------------------------------------------------------------------
 
 
+#: The hottest read, built once.
+_GET_DEAL_SQL = (
+    _DEAL_VIEW_SELECT
+    + "FROM deals d "
+    + _DEAL_VIEW_JOINS
+    + "WHERE d.id = $1 AND ($2::uuid IS NULL OR d.owner_id = $2)"
+)
+
+
 def deal_read_tags(visible_to: uuid.UUID | None) -> tuple[str, ...]:
     """Tags of a deal read: an owner-scoped read, or ``deals:all`` for an admin's read."""
     return (f"deals:owner:{visible_to}",) if visible_to else ("deals:all",)
@@ -387,14 +396,8 @@ class Repository:
 
     async def get_deal(self, deal_id: uuid.UUID, visible_to: uuid.UUID | None) -> Row | None:
         """One deal with its stage and company names, if visible to the caller."""
-        sql = (
-            _DEAL_VIEW_SELECT
-            + "FROM deals d "
-            + _DEAL_VIEW_JOINS
-            + "WHERE d.id = $1 AND ($2::uuid IS NULL OR d.owner_id = $2)"
-        )
         tags = (f"deal:{deal_id}", *deal_read_tags(visible_to))
-        return await self._cached(sql, [deal_id, visible_to], tags, one=True)  # type: ignore[no-any-return]
+        return await self._cached(_GET_DEAL_SQL, [deal_id, visible_to], tags, one=True)  # type: ignore[no-any-return]
 
     async def pipeline_stats(self, owner_id: uuid.UUID | None) -> list[Row]:
         """Per stage: deal counts and values (active deals weighted by stage probability)."""
