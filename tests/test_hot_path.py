@@ -281,15 +281,22 @@ def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any)
     assert "cost over bare hello" in result.stdout
 
 
+class _StarlettesJson(Response):
+    """Starlette's own Response with the JSON media type, as a class attribute like ours."""
+
+    media_type = "application/json"
+
+
 @pytest.mark.parametrize(
     ("status", "headers"),
     [(200, None), (201, {}), (404, None), (204, None), (503, {"Retry-After": "1"})],
 )
 def test_json_response_headers_are_starlettes(status: int, headers: Any) -> None:
-    """The direct path makes the very headers Starlette's general one would."""
+    """The direct paths make the very object Starlette's general ones would."""
     ours = JSONResponse({"data": [1, 2], "error": None}, status_code=status, headers=headers)
-    theirs = Response(ours.body, status_code=status, headers=headers, media_type="application/json")
+    theirs = _StarlettesJson(ours.body, status_code=status, headers=headers)
     assert ours.raw_headers == theirs.raw_headers
+    assert vars(ours) == vars(theirs)  # the direct __init__ sets what Starlette's sets
 
 
 @pytest.mark.parametrize(

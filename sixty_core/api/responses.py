@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from sixty_core.cache import FrozenRow, FrozenRows, derived
@@ -37,6 +38,24 @@ def encoded_once(value: Any) -> Any:
 
 class JSONResponse(Response):
     media_type = "application/json"
+
+    def __init__(
+        self,
+        content: Any = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        if media_type is not None or background is not None:
+            super().__init__(content, status_code, headers, media_type, background)
+            return
+        # Starlette's __init__ for the only case the API uses, without its two calls out:
+        # every answer is made here (a test holds the attributes equal to Starlette's).
+        self.status_code = status_code
+        self.background = None
+        self.body = _encoder.encode(content)
+        self.init_headers(headers)
 
     def render(self, content: Any) -> bytes:
         return encode(content)

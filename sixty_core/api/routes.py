@@ -46,9 +46,8 @@ def components(request: Request) -> Components:
     access goes through a Python ``__getattr__``; handlers ask for them twice, and the
     accounting once more)."""
     scope = request.scope
-    try:
-        comp: Components = scope[COMPONENTS_KEY]
-    except KeyError:
+    comp: Components | None = scope.get(COMPONENTS_KEY)
+    if comp is None:  # the first ask of the request (a get: a KeyError costs more)
         comp = scope[COMPONENTS_KEY] = scope["app"].state.components
     return comp
 
