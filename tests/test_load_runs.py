@@ -114,7 +114,10 @@ def test_legacy_creates_break_the_contract_and_make_duplicates(
     # Each broken create is followed by the client's fallback insert: a second row, which
     # the database saw too.
     fallbacks = [s for s in merged if s.name == "POST /api/deals (fallback insert)" and s.ok]
-    assert outcome.duplicates_created == len(fallbacks) > 0
+    assert 0 < outcome.duplicates_created <= len(fallbacks)
+    # The run's end can stop a user between its fallback insert and the end of the create
+    # action that counts it: at most one such action per user.
+    assert len(fallbacks) - outcome.duplicates_created <= outcome.scenario.users
     # (A row deleted before the watcher read its name cannot be attributed; say so.)
     assert outcome.inserted_unnamed is not None
     assert outcome.duplicates_in_db is not None
