@@ -53,6 +53,22 @@ INTERNAL_ERROR_BODY = json.dumps(
 ).encode()
 
 
+class _WatchedSend:
+    """``send``, remembering whether a response has started (after that, an error can only
+    abort the connection)."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class MemoryAwareErrorBoundary:
     """Turns an exception in ``app`` into its handler's answer or a sanitized 500 (module
     docstring).
@@ -86,18 +102,11 @@ class MemoryAwareErrorBoundary:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def send_watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, receive, send_watched)
+            await self.app(scope, receive, watched)
         except Exception as exc:
-            if started:
+            if watched.started:
                 raise
             handler = self.handler_for(exc)
             if handler is not None and await self._answered(handler, exc, scope, receive, send):
@@ -123,19 +132,12 @@ class MemoryAwareErrorBoundary:
         """Send ``handler``'s answer to ``exc``; False if the handler itself failed before
         answering (the caller then sends the 500). A failure after the answer started is
         raised: the connection is aborted."""
-        answer_started = False
-
-        async def send_watched(message: Message) -> None:
-            nonlocal answer_started
-            if message["type"] == "http.response.start":
-                answer_started = True
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
             response = await handler(Request(scope, receive), exc)
-            await response(scope, receive, send_watched)
+            await response(scope, receive, watched)
         except Exception:
-            if answer_started:
+            if watched.started:
                 raise
             logger.exception("the handler of %s failed", type(exc).__name__)
             return False
