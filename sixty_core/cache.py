@@ -83,6 +83,12 @@ def derived(value: Any, key: Hashable, compute: Callable[[], T]) -> T:
     ``compute`` must depend only on ``value`` (and on what ``key`` names): a frozen value
     never changes, so neither does the result. For any other value (an uncached read's
     plain list) it is computed every time.
+
+    The result must not hold ``value`` itself (its items are fine): ``value`` -> memo ->
+    result -> ``value`` is a reference cycle, so an evicted value would wait for the cycle
+    collector instead of being freed at once. Under load such garbage piled up between
+    full collections and the service's RSS crept; wrap ``value`` in a new container
+    (``FrozenRows(value)``) where a result needs it.
     """
     if isinstance(value, FrozenRows):
         memo = cast(dict[Hashable, Any], value.__dict__)

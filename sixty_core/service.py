@@ -363,9 +363,10 @@ class DealService:
         stages = await self._repo.pipeline_stats(owner_id)
         if isinstance(stages, FrozenRows):
             # A cached stage list never changes, so neither do its sums: summed once, and
-            # frozen so the answer's encoding is made once too.
+            # frozen so the answer's encoding is made once too. The summary holds a copy of
+            # the list (same rows): holding ``stages`` itself would be a reference cycle.
             summary: dict[str, Any] = derived(
-                stages, "pipeline", lambda: freeze(_summarize(stages))
+                stages, "pipeline", lambda: freeze(_summarize(FrozenRows(stages)))
             )
             return summary
         return _summarize(stages)

@@ -6,9 +6,10 @@ counted when it ends, and `sixty ceiling` runs wrk."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,11 +28,13 @@ from sixty_core.api.responses import JSONResponse, encode, encoded_once, ok
 from sixty_core.api.routes import authorization
 from sixty_core.api.routing import IndexedRouter, LeanRoute, depth_index, static_index
 from sixty_core.benchkit.asgi import AsgiCaller
-from sixty_core.cache import FrozenRows, derived, freeze
+from sixty_core.cache import FrozenRow, FrozenRows, derived, freeze
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
 from sixty_core.db.recorder import recording
 from sixty_core.errors import NotFoundError, SixtyError, ValidationError
 from sixty_core.memory import MemoryManager
+from sixty_core.profiles import resolve_profile
+from tests.api_support import running_api
 from tests.test_cli import run_sixty
 
 
@@ -191,6 +194,44 @@ def test_derived_values_are_made_once_for_frozen_values_only() -> None:
     plain = [{"id": 1}]
     assert derived(plain, "k", compute) == 3
     assert derived(plain, "k", compute) == 4
+
+
+async def test_invalidated_cached_answers_are_freed_without_the_cycle_collector(
+    db_dsn: str, serve: Callable[..., Awaitable[str]]
+) -> None:
+    """A cached answer a write invalidates is freed at once, by reference counting.
+
+    A value that reaches itself through what is remembered on it (a whole-result page, a
+    summary holding its rows) lives on until a full collection. Under load those piled up
+    between collections and the service's RSS crept (issue #9).
+    """
+    async with running_api(db_dsn, resolve_profile("optimized"), serve) as api:
+        owner = api.user(1)
+        deal = await api.own_deal(owner)
+        reads = [
+            "/api/deals?limit=500",  # the whole list: one page, no cursor
+            "/api/deals?limit=2",  # a page and a cursor
+            "/api/deals/pipeline-stats",
+            f"/api/deals/{deal['id']}",
+        ]
+        gc.collect()
+        gc.disable()
+        try:
+            for path in reads * 2:  # the second round answers from the cache
+                assert (await api.call("GET", path, owner)).status_code == 200
+            # A write to the owner's deals drops every one of those cached answers.
+            patched = await api.call("PATCH", f"/api/deals/{deal['id']}", owner, json={"name": "x"})
+            assert patched.status_code == 200, patched.text
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            left = sorted(
+                {type(o).__name__ for o in gc.garbage if isinstance(o, FrozenRow | FrozenRows)}
+            )
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []
 
 
 def test_a_remembered_encoding_is_byte_identical() -> None:

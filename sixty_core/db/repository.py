@@ -390,6 +390,10 @@ class Repository:
             + f"LIMIT ${len(params) - 1} OFFSET ${len(params)}"
         )
         rows = await self._cached(sql, params, deal_read_tags(query.visible_to))
+        if len(rows) <= query.limit:
+            # The whole result is the page. Not remembered on ``rows``: a memo holding
+            # ``rows`` would be a reference cycle (see ``derived``).
+            return rows, None
         # The SQL and parameters (limit included) key the cached rows, so the page and its
         # cursor are the same for every hit: made once per cached result.
         return derived(rows, "page", lambda: _page(rows, query))
