@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import math
 import uuid
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sixty_core.db.provision import connect
 from sixty_core.profiles import resolve_profile
@@ -429,8 +431,6 @@ async def test_detailed_health_is_computed_at_most_once_a_second(api: Api) -> No
 
 def scraped(text: str) -> dict[str, dict[str, float]]:
     """/metrics as {family: {endpoint label: value}} for the per-endpoint counters."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     out: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -438,6 +438,27 @@ def scraped(text: str) -> dict[str, dict[str, float]]:
             if endpoint is not None and sample.name.endswith("_total"):
                 out.setdefault(sample.name, {})[endpoint] = sample.value
     return out
+
+
+def _gc_collected(text: str) -> float:
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "sixty_gc_collected_objects_total"
+    )
+
+
+async def test_metrics_count_what_the_cycle_collector_freed(optimized_api: Api) -> None:
+    """The service is in this process: cycles made here and collected show in /metrics."""
+    before = _gc_collected((await optimized_api.call("GET", "/metrics")).text)
+    for _ in range(100):
+        cycle: list[Any] = []
+        cycle.append(cycle)
+    del cycle
+    assert gc.collect() >= 100
+    after = _gc_collected((await optimized_api.call("GET", "/metrics")).text)
+    assert after - before >= 100
 
 
 async def test_metrics_totals_equal_the_headers_sent(api: Api) -> None:

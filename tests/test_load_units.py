@@ -241,3 +241,18 @@ def test_run_figures_are_deltas_between_first_and_last_scrape() -> None:
     assert figures.pool_efficiency == pytest.approx(3 / 30)
     assert figures.max_rss_sampled_mb == 150
     assert run_figures([]).cache_hit_rate is None
+    assert figures.cyclic_garbage_per_1k_requests is None  # the service did not say
+
+
+def test_cyclic_garbage_is_counted_per_thousand_requests_served() -> None:
+    def scrape(t: float, served: int, collected: int) -> ProbeSample:
+        text = (
+            "# TYPE sixty_http_requests counter\n"
+            f'sixty_http_requests_total{{endpoint="GET /api/stages"}} {served}\n'
+            "# TYPE sixty_gc_collected_objects counter\n"
+            f"sixty_gc_collected_objects_total {collected}\n"
+        )
+        return ProbeSample(t, None, parse_metrics(text)[1])
+
+    figures = run_figures([scrape(0, 100, 5_000), scrape(1, 2_100, 9_000)])
+    assert figures.cyclic_garbage_per_1k_requests == pytest.approx(4_000 / 2_000 * 1000)

@@ -511,6 +511,9 @@ def headline(outcome: LoadResult) -> list[str]:
     slope = outcome.service.rss_slope_mb_per_10k_requests
     if slope is not None:
         lines.append(f"RSS slope         {slope:+.2f} MB per 10k requests (second half)")
+    garbage = outcome.service.cyclic_garbage_per_1k_requests
+    if garbage is not None:
+        lines.append(f"cyclic garbage    {garbage:,.0f} objects per 1k requests (freed by the GC)")
     dupes = outcome.duplicates_created
     db = outcome.duplicates_in_db
     lines.append(

@@ -52,6 +52,7 @@ KEPT = (
     "memory_tasks_active",
     "session_monitors_active",
     "process_rss_bytes",
+    "gc_collected_objects_total",
 )
 
 
@@ -174,6 +175,9 @@ class RunFigures(msgspec.Struct):
     #: RSS growth over the run's second half (after warm-up), per 10k requests served
     #: (least squares of RSS on the service's request count); None without both.
     rss_slope_mb_per_10k_requests: float | None = None
+    #: Objects the service's cyclic garbage collector freed per 1,000 requests served:
+    #: garbage that reference counting could not free (None without both counters).
+    cyclic_garbage_per_1k_requests: float | None = None
 
 
 def _delta(samples: list[ProbeSample], prefix: str) -> float | None:
@@ -198,6 +202,7 @@ def run_figures(samples: list[ProbeSample]) -> RunFigures:
     opened = _delta(samples, "pool_open_connection_seconds_total")
     statements = _delta(samples, "db_statements_sent_total")
     served = _delta(samples, "http_requests_total")
+    garbage = _delta(samples, "gc_collected_objects_total")
     rss = [s.rss_bytes for s in samples if s.rss_bytes is not None]
     looked_up = (hits or 0) + (misses or 0)
     return RunFigures(
@@ -213,6 +218,9 @@ def run_figures(samples: list[ProbeSample]) -> RunFigures:
         max_pool_waiting=_peak(samples, "pool_waiting"),
         max_streams_open=_peak(samples, "streams_open"),
         rss_slope_mb_per_10k_requests=_rss_slope(samples[len(samples) // 2 :]),
+        cyclic_garbage_per_1k_requests=garbage / served * 1000
+        if garbage is not None and served
+        else None,
     )
 
 
