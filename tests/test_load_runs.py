@@ -121,10 +121,12 @@ def test_legacy_creates_break_the_contract_and_make_duplicates(
     # (A row deleted before the watcher read its name cannot be attributed; say so.)
     assert outcome.inserted_unnamed is not None
     assert outcome.duplicates_in_db is not None
+    # Every duplicate row comes from a fallback insert that succeeded; one whose create
+    # action the run's end cut short is in the database but not counted by its client.
     assert (
         outcome.duplicates_created - outcome.inserted_unnamed
         <= outcome.duplicates_in_db
-        <= outcome.duplicates_created
+        <= len(fallbacks)
     )
     assert outcome.client == "legacy" and outcome.profile == "legacy"
     assert outcome.service.cache_hits in (0, None)
