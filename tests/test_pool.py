@@ -442,6 +442,44 @@ async def test_cancelled_waiters_lose_no_slot(db_dsn: str, app_name: str) -> Non
         assert await asyncio.gather(select_one(pool), select_one(pool)) == [1, 1]
 
 
+@pytest.mark.parametrize("fast_reset", [False, True], ids=["default_reset", "fast_reset"])
+async def test_release_is_given_a_deadline_only_while_a_cancellation_is_outstanding(
+    db_dsn: str, app_name: str, fast_reset: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain release relies on asyncpg's ``command_timeout`` (no loop timer per request);
+    a release that must first wait for a cancelled query's cancellation gets the deadline,
+    and the connection comes back usable either way."""
+    budgets: list[tuple[bool, float | None]] = []
+    decide = Pool._release_budget
+
+    def recorded(pool: Pool, protocol: Any) -> float | None:
+        budget = decide(pool, protocol)
+        budgets.append((protocol._is_cancelling(), budget))
+        return budget
+
+    monkeypatch.setattr(Pool, "_release_budget", recorded)
+    async with Pool(
+        db_dsn, small(max_size=1, fast_reset=fast_reset), application_name=app_name
+    ) as pool:
+        assert await select_one(pool) == 1
+
+        async def stuck() -> None:
+            async with pool.acquire() as conn:
+                await conn.execute("SELECT pg_sleep(30)")
+
+        task = asyncio.create_task(stuck())
+        await eventually(lambda: pool.get_stats()["pool_busy"] == 1, "the query is running")
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await select_one(pool) == 1
+        assert_all_returned(pool)
+    assert budgets[0] == (False, None)
+    assert budgets[1] == (True, SMALL.release_timeout_s)
+    assert budgets[2] == (False, None)
+
+
 @pytest.mark.parametrize("park", ["in_query", "between_statements"])
 @pytest.mark.parametrize("fast_reset", [False, True], ids=["default_reset", "fast_reset"])
 async def test_cancel_storm_leaves_no_leak_and_no_lost_write(
