@@ -145,6 +145,24 @@ def test_optimized_keeps_the_contract(
     assert outcome.service.pool_efficiency is not None
 
 
+def test_the_database_counts_the_rows_the_run_added_and_removed(
+    optimized_run: tuple[Path, load_result.LoadResult],
+) -> None:
+    """The data's growth over the run (what cached lists and the RSS grow with) comes from
+    the database's change feed: every create and delete the clients saw succeed is there,
+    plus at most one per user that the run's end cut off before its client heard back."""
+    out, outcome = optimized_run
+    merged = read_dir(out / "samples").samples
+
+    def succeeded(name: str) -> int:
+        return sum(1 for s in merged if s.name == name and s.kind != "ACTION" and s.ok)
+
+    creates, deletes = succeeded("POST /api/deals"), succeeded("DELETE /api/deals/{id}")
+    assert creates > 0 and outcome.deals_inserted is not None and outcome.deals_deleted is not None
+    assert creates <= outcome.deals_inserted <= creates + outcome.scenario.users
+    assert deletes <= outcome.deals_deleted <= deletes + outcome.scenario.users
+
+
 def test_two_workers_write_their_own_samples_and_the_merge_adds_up(
     tmp_path: Path, scenario_file: Path
 ) -> None:
@@ -256,6 +274,7 @@ def test_load_against_a_running_service(
     assert outcome.failure_reasons.get(LEGACY_CREATE, 0) > 0
     assert outcome.peak_rss.source == "sampled /metrics" and outcome.peak_rss.mb
     assert outcome.duplicates_in_db is None  # no database access from outside
+    assert outcome.deals_inserted is None and outcome.deals_deleted is None
 
 
 def test_plain_locust_with_the_shipped_config(served_legacy: str, tmp_path: Path) -> None:

@@ -356,6 +356,7 @@ async def run(
         figures = run_figures(probe.samples)
         peak = PeakMemory(figures.max_rss_sampled_mb, "sampled /metrics")
         duplicates = unnamed = None
+        deals_changed = None
         target = base
     else:
         assert options.profile is not None
@@ -410,6 +411,7 @@ async def run(
                 # A traced service writes its capture on the way out: give it time.
                 await asyncio.to_thread(supervisor.stop, 60.0 if options.memray else 15.0)
             duplicates, unnamed = inserts.duplicates(f"load {run_id} "), inserts.unnamed
+            deals_changed = (inserts.inserted, inserts.deleted)
         figures = run_figures(probe.samples)
         if options.memray:
             # Traced, the RSS also holds memray's own capture pages: no slope from it.
@@ -437,6 +439,7 @@ async def run(
         inserted_unnamed=unnamed,
         probe_samples=len(probe.samples),
         probe_failures=probe.failed_scrapes,
+        deals_changed=deals_changed,
     )
     if options.memray and options.host is None:
         outcome.memray = await asyncio.to_thread(heap_at_peak, options.out / "service.memray.bin")
@@ -511,6 +514,12 @@ def headline(outcome: LoadResult) -> list[str]:
     slope = outcome.service.rss_slope_mb_per_10k_requests
     if slope is not None:
         lines.append(f"RSS slope         {slope:+.2f} MB per 10k requests (second half)")
+    if outcome.deals_inserted is not None and outcome.deals_deleted is not None:
+        # Cached lists grow with the table, so a growing table lifts the RSS slope.
+        lines.append(
+            f"deal rows         {outcome.deals_inserted - outcome.deals_deleted:+,} over the "
+            f"run ({outcome.deals_inserted:,} inserted, {outcome.deals_deleted:,} deleted)"
+        )
     garbage = outcome.service.cyclic_garbage_per_1k_requests
     if garbage is not None:
         lines.append(f"cyclic garbage    {garbage:,.0f} objects per 1k requests (freed by the GC)")

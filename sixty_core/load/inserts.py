@@ -6,7 +6,8 @@ up at once (one query per insert, in arrival order), so a row the run creates tw
 counted even when a client deletes one copy later or never heard of it (an edge that
 wrote and then timed out).
 Load runs name each wizard create uniquely (``load <run id> ...``), so rows beyond the
-first per name are duplicates.
+first per name are duplicates. The watcher also counts every insert and delete it is
+notified of, so a run can say how much its data grew (memory under load is read beside it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class InsertWatcher:
         self.names: dict[str, str] = {}
         #: Inserted rows gone before their name was read (deleted within milliseconds).
         self.unnamed = 0
+        #: Rows inserted and deleted while watched (any client, not only this run's).
+        self.inserted = 0
+        self.deleted = 0
 
     async def __aenter__(self) -> InsertWatcher:
         self._conn = await connect(self._dsn)
@@ -60,8 +64,13 @@ class InsertWatcher:
             change = json.loads(payload)
         except ValueError:
             return
-        if change.get("op") == "insert" and isinstance(change.get("id"), str):
-            self._pending.put_nowait(change["id"])
+        op = change.get("op")
+        if op == "delete":
+            self.deleted += 1
+        elif op == "insert":
+            self.inserted += 1
+            if isinstance(change.get("id"), str):
+                self._pending.put_nowait(change["id"])
 
     async def _look_up_forever(self) -> None:
         assert self._conn is not None

@@ -89,6 +89,11 @@ class LoadResult(msgspec.Struct):
     probe_failures: int
     environment: dict[str, str]
     memray: LoadMemray | None = None
+    #: Deal rows inserted and deleted during the run, from the database's change feed
+    #: (None when the database was not watched, as with ``--host``). Their difference is
+    #: how much the data grew, which cached lists (and so the RSS) grow with.
+    deals_inserted: int | None = None
+    deals_deleted: int | None = None
 
 
 def environment() -> dict[str, str]:
@@ -119,6 +124,7 @@ def build(
     inserted_unnamed: int | None,
     probe_samples: int,
     probe_failures: int,
+    deals_changed: tuple[int, int] | None = None,
 ) -> LoadResult:
     samples = sample_set.samples
     requests = [s for s in samples if s.kind != ACTION]
@@ -162,6 +168,8 @@ def build(
         probe_samples=probe_samples,
         probe_failures=probe_failures,
         environment=environment(),
+        deals_inserted=deals_changed[0] if deals_changed else None,
+        deals_deleted=deals_changed[1] if deals_changed else None,
     )
 
 
