@@ -649,6 +649,23 @@ class FeedViewer(_ApiUser):
         _abandon(response)
 
 
+def _reweigh(user_class: type[_ApiUser], weights: dict[str, int]) -> None:
+    """Give the tasks named in ``weights`` those weights (the scenario's ``task_weights``);
+    the others keep their ``@task`` weights. Locust keeps a class's tasks as a list with
+    each task repeated by its weight and draws from it at random."""
+    if not weights:
+        return
+    tasks = {t.__name__: t for t in user_class.tasks}
+    merged = {
+        name: weights.get(name, getattr(t, "locust_task_weight", 1)) for name, t in tasks.items()
+    }
+    user_class.tasks = [tasks[name] for name, weight in merged.items() for _ in range(weight)]
+
+
+for _user_class in (SalesRep, Manager, FeedViewer):
+    _reweigh(_user_class, SCENARIO.task_weights.get(_user_class.__name__, {}))
+
+
 def _read_for(response: Any, seconds: float, until: bytes | None = None) -> bytes:
     """Read the stream for up to ``seconds`` (or until ``until`` arrives)."""
     received = b""

@@ -280,7 +280,9 @@ def _add_load_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         default="standard",
         metavar="NAME|FILE.json",
         help="a named scenario (standard: 32 users, 60 s, seed scale 4, edge faults; the "
-        "default) or a JSON file of one (fields as in sixty_core/load/scenario.py)",
+        "default. steady-data: the same, with sales reps deleting as many deals as they "
+        "create, for memory soaks) or a JSON file of one (fields as in "
+        "sixty_core/load/scenario.py)",
     )
     load.add_argument("--users", type=int, default=None, help="peak users (default: scenario's)")
     load.add_argument(

@@ -4,6 +4,9 @@ shapes, the samples file format, scenarios and the probe's parsing and deltas.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -13,7 +16,13 @@ import pytest
 from sixty_core.load import contract, stats
 from sixty_core.load.probes import ProbeSample, parse_metrics, run_figures
 from sixty_core.load.samples import ACTION, Sample, SampleWriter, read_dir
-from sixty_core.load.scenario import STANDARD, Scenario, client_for_profile
+from sixty_core.load.scenario import (
+    STANDARD,
+    STEADY_DATA,
+    USER_TASKS,
+    Scenario,
+    client_for_profile,
+)
 from sixty_core.load.shapes import SHAPES, check_shape, plan
 
 
@@ -191,12 +200,50 @@ def test_the_standard_scenario_round_trips_through_json() -> None:
         ({"weights": {"SalesRep": 0}}, "at least one user class"),
         ({"think_s": [2, 1]}, "think_s"),
         ({"users": 0}, "users"),
+        ({"task_weights": {"Robot": {"watch": 1}}}, "unknown user class in task_weights"),
+        ({"task_weights": {"SalesRep": {"sleep": 1}}}, "unknown SalesRep tasks.*known: "),
+        ({"task_weights": {"FeedViewer": {"watch": 0}}}, "leave FeedViewer no task"),
     ],
 )
 def test_a_bad_scenario_says_what_is_wrong(change: dict[str, object], message: str) -> None:
     document = {**json.loads(STANDARD.to_json()), **change}
     with pytest.raises(ValueError, match=message):
         Scenario.from_json(json.dumps(document))
+
+
+LOCUSTFILE_TASKS = """
+import collections, json, sys
+sys.path.insert(0, "loadtests")
+import locustfile
+print(json.dumps({
+    cls.__name__: collections.Counter(t.__name__ for t in cls.tasks)
+    for cls in (locustfile.SalesRep, locustfile.Manager, locustfile.FeedViewer)
+}))
+"""
+
+
+def locustfile_tasks(scenario: str) -> dict[str, dict[str, int]]:
+    """The task weights Locust would draw from, read from the locustfile as Locust imports
+    it (in a child: importing Locust patches the process with gevent)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOCUSTFILE_TASKS],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "SIXTY_LOAD_SCENARIO": scenario},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    tasks: dict[str, dict[str, int]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return tasks
+
+
+def test_task_weights_reweigh_the_locustfile_tasks_they_name_and_only_those() -> None:
+    standard, steady = locustfile_tasks("standard"), locustfile_tasks(STEADY_DATA.name)
+    assert {name: tuple(tasks) for name, tasks in standard.items()} == USER_TASKS
+    assert standard["SalesRep"]["create_deal"] > standard["SalesRep"]["delete_own_deal"]
+    assert steady["SalesRep"] == {**standard["SalesRep"], "create_deal": 2, "delete_own_deal": 3}
+    assert steady["Manager"] == standard["Manager"]
 
 
 def test_the_client_follows_the_profile() -> None:

@@ -1,11 +1,11 @@
-"""The standard load scenario: one named, versioned definition recorded in every result.
+"""The load scenarios: named, versioned definitions, the one used recorded in every result.
 
 A :class:`Scenario` fixes everything that shapes a load run's figures: users, spawn rate,
-duration, the user classes' weights and think time, the seed data, the ``time_scale`` of
-the delays that reproduce the original, and the edge upstream's fault profile. The
-failure rate a run reports is *measured* under these faults, never dialed in: the edge's
-failure and hang probabilities are properties of the upstream, and what the service makes
-of them (retries, fallbacks, timeouts) is what the run observes.
+duration, the user classes' weights, their tasks' weights and think time, the seed data,
+the ``time_scale`` of the delays that reproduce the original, and the edge upstream's
+fault profile. The failure rate a run reports is *measured* under these faults, never
+dialed in: the edge's failure and hang probabilities are properties of the upstream, and
+what the service makes of them (retries, fallbacks, timeouts) is what the run observes.
 
 Change a number here and bump ``version``: results with different versions are different
 experiments and must not be compared.
@@ -22,6 +22,20 @@ Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 #: The user classes of ``loadtests/locustfile.py``, by name.
 USER_CLASSES = ("SalesRep", "Manager", "FeedViewer")
+#: The tasks of each user class of the locustfile, by method name (what ``task_weights``
+#: may reweigh; ``tests/test_scenario.py`` holds the locustfile to this list).
+USER_TASKS = {
+    "SalesRep": (
+        "open_pipeline",
+        "open_deal",
+        "move_deal",
+        "update_deal",
+        "delete_own_deal",
+        "create_deal",
+    ),
+    "Manager": ("all_deals", "pipeline_stats", "owners", "companies"),
+    "FeedViewer": ("watch",),
+}
 #: Client behaviours the locustfile models (ORIGINAL_SYSTEM.md §2.1 and §3.1).
 CLIENTS = ("legacy", "optimized")
 
@@ -39,9 +53,11 @@ class EdgeFaultProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A load scenario. ``weights`` are Locust's user-class weights; ``think_s`` the
-    (min, max) pause between one user's tasks; ``feed_dwell_s`` how long a FeedViewer
-    stays on the stream, uniformly drawn between the two bounds."""
+    """A load scenario. ``weights`` are Locust's user-class weights; ``task_weights``
+    replace the locustfile's weights of the tasks it names, per user class (the others
+    keep theirs); ``think_s`` the (min, max) pause between one user's tasks;
+    ``feed_dwell_s`` how long a FeedViewer stays on the stream, uniformly drawn between
+    the two bounds."""
 
     name: str
     version: int
@@ -55,6 +71,9 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int
     time_scale: Positive
     edge: EdgeFaultProfile
+    task_weights: dict[str, dict[str, Annotated[int, msgspec.Meta(ge=0)]]] = msgspec.field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(USER_CLASSES)
@@ -62,6 +81,19 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"unknown user classes in weights: {', '.join(sorted(unknown))}")
         if not any(self.weights.values()):
             raise ValueError("at least one user class needs a weight above 0")
+        for user_class, tasks in self.task_weights.items():
+            if user_class not in USER_TASKS:
+                raise ValueError(f"unknown user class in task_weights: {user_class}")
+            unknown = set(tasks) - set(USER_TASKS[user_class])
+            if unknown:
+                raise ValueError(
+                    f"unknown {user_class} tasks in task_weights: {', '.join(sorted(unknown))} "
+                    f"(known: {', '.join(USER_TASKS[user_class])})"
+                )
+            if self.weights.get(user_class) and not any(
+                tasks.get(name, 1) for name in USER_TASKS[user_class]
+            ):
+                raise ValueError(f"task_weights leave {user_class} no task with a weight above 0")
         for label, (low, high) in (("think_s", self.think_s), ("feed_dwell_s", self.feed_dwell_s)):
             if not 0 <= low <= high:
                 raise ValueError(f"{label} must be (min, max) with 0 <= min <= max")
@@ -114,7 +146,17 @@ STANDARD = Scenario(
     edge=EdgeFaultProfile(),
 )
 
-SCENARIOS = {STANDARD.name: STANDARD}
+#: The standard scenario with the sales reps deleting their own deals as often as they
+#: create them, so the table stays the size it was seeded: for memory soaks, where a
+#: growing table would grow the cached lists (and the RSS) with it. Creates keep the
+#: standard's weight; deleting is weighed higher because it needs a deal of one's own.
+STEADY_DATA = msgspec.structs.replace(
+    STANDARD,
+    name="steady-data",
+    task_weights={"SalesRep": {"create_deal": 2, "delete_own_deal": 3}},
+)
+
+SCENARIOS = {s.name: s for s in (STANDARD, STEADY_DATA)}
 
 
 def client_for_profile(profile_name: str) -> str:
