@@ -129,10 +129,9 @@ class SelectResultCache:
 
 
 def _page(rows: Sequence[Row], query: ListQuery) -> tuple[Sequence[Row], str | None]:
-    """The first ``query.limit`` of ``rows`` (fetched with one extra to tell whether more
-    follow) and the cursor of the next page, None on the last. A frozen result stays frozen."""
-    if len(rows) <= query.limit:
-        return rows, None
+    """The first ``query.limit`` of ``rows``, fetched with one extra because more follow
+    (the caller returns a result that fits the page as it is), and the next page's cursor
+    (None for an empty page). A frozen result stays frozen."""
     page = rows[: query.limit]
     if isinstance(rows, FrozenRows):
         page = FrozenRows(page)
