@@ -662,8 +662,14 @@ def _reweigh(user_class: type[_ApiUser], weights: dict[str, int]) -> None:
     user_class.tasks = [tasks[name] for name, weight in merged.items() for _ in range(weight)]
 
 
-for _user_class in (SalesRep, Manager, FeedViewer):
-    _reweigh(_user_class, SCENARIO.task_weights.get(_user_class.__name__, {}))
+def _reweigh_all() -> None:
+    # In a function: Locust takes every User class bound at module level for a user class
+    # of its own, so a loop variable left bound to one would be a duplicate.
+    for user_class in (SalesRep, Manager, FeedViewer):
+        _reweigh(user_class, SCENARIO.task_weights.get(user_class.__name__, {}))
+
+
+_reweigh_all()
 
 
 def _read_for(response: Any, seconds: float, until: bytes | None = None) -> bytes:
