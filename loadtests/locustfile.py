@@ -38,6 +38,7 @@ import socket
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -656,10 +657,10 @@ def _reweigh(user_class: type[_ApiUser], weights: dict[str, int]) -> None:
     if not weights:
         return
     tasks = {t.__name__: t for t in user_class.tasks}
-    merged = {
-        name: weights.get(name, getattr(t, "locust_task_weight", 1)) for name, t in tasks.items()
-    }
-    user_class.tasks = [tasks[name] for name, weight in merged.items() for _ in range(weight)]
+    counts = Counter(t.__name__ for t in user_class.tasks)  # the @task weights
+    user_class.tasks = [
+        tasks[name] for name, count in counts.items() for _ in range(weights.get(name, count))
+    ]
 
 
 def _reweigh_all() -> None:

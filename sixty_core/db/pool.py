@@ -661,9 +661,9 @@ class Pool:
         outstanding query cancellation, the ``ROLLBACK``/reset statement and, past
         ``max_queries``, the close. asyncpg bounds the last two by ``command_timeout`` when
         given no deadline (``_get_timeout_impl``); only the cancellation wait is unbounded
-        then. So an explicit deadline (one loop timer armed and
-        cancelled per request, about 35 µs of CPU) is passed only while a cancellation
-        is outstanding or when there is no ``command_timeout_s``. Nothing can start a
+        then. So an explicit deadline (a loop timer armed and cancelled per lease: 15-17 µs
+        of CPU in paired rounds) is passed only while a cancellation is outstanding or
+        when there is no ``command_timeout_s``. Nothing can start a
         cancellation between this check and the release: the borrower's block is over.
         """
         s = self._settings

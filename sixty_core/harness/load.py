@@ -355,8 +355,7 @@ async def run(
             probe.stop()
         figures = run_figures(probe.samples)
         peak = PeakMemory(figures.max_rss_sampled_mb, "sampled /metrics")
-        duplicates = unnamed = None
-        deals_changed = None
+        duplicates = unnamed = inserted = deleted = None
         target = base
     else:
         assert options.profile is not None
@@ -411,7 +410,7 @@ async def run(
                 # A traced service writes its capture on the way out: give it time.
                 await asyncio.to_thread(supervisor.stop, 60.0 if options.memray else 15.0)
             duplicates, unnamed = inserts.duplicates(f"load {run_id} "), inserts.unnamed
-            deals_changed = (inserts.inserted, inserts.deleted)
+            inserted, deleted = inserts.inserted, inserts.deleted
         figures = run_figures(probe.samples)
         if options.memray:
             # Traced, the RSS also holds memray's own capture pages: no slope from it.
@@ -439,7 +438,8 @@ async def run(
         inserted_unnamed=unnamed,
         probe_samples=len(probe.samples),
         probe_failures=probe.failed_scrapes,
-        deals_changed=deals_changed,
+        deals_inserted=inserted,
+        deals_deleted=deleted,
     )
     if options.memray and options.host is None:
         outcome.memray = await asyncio.to_thread(heap_at_peak, options.out / "service.memray.bin")

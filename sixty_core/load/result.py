@@ -124,7 +124,8 @@ def build(
     inserted_unnamed: int | None,
     probe_samples: int,
     probe_failures: int,
-    deals_changed: tuple[int, int] | None = None,
+    deals_inserted: int | None = None,
+    deals_deleted: int | None = None,
 ) -> LoadResult:
     samples = sample_set.samples
     requests = [s for s in samples if s.kind != ACTION]
@@ -168,8 +169,8 @@ def build(
         probe_samples=probe_samples,
         probe_failures=probe_failures,
         environment=environment(),
-        deals_inserted=deals_changed[0] if deals_changed else None,
-        deals_deleted=deals_changed[1] if deals_changed else None,
+        deals_inserted=deals_inserted,
+        deals_deleted=deals_deleted,
     )
 
 

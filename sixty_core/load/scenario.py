@@ -23,7 +23,7 @@ Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 #: The user classes of ``loadtests/locustfile.py``, by name.
 USER_CLASSES = ("SalesRep", "Manager", "FeedViewer")
 #: The tasks of each user class of the locustfile, by method name (what ``task_weights``
-#: may reweigh; ``tests/test_scenario.py`` holds the locustfile to this list).
+#: may reweigh; ``tests/test_load_units.py`` holds the locustfile to this list).
 USER_TASKS = {
     "SalesRep": (
         "open_pipeline",
