@@ -615,6 +615,25 @@ async def test_connection_seconds_are_integrated_exactly(
         assert stats["acquire_wait_ms_buckets"]["1"] == 2
 
 
+async def test_open_seconds_stop_counting_a_connection_closed_between_leases(
+    db_dsn: str, app_name: str, fake_clock: FakeClock, admin: asyncpg.Connection
+) -> None:
+    """A connection the server kills while idle stops adding open seconds when it closes,
+    though no lease happened since: the count follows closes, not the lease events."""
+    async with Pool(db_dsn, small(), application_name=app_name, clock=fake_clock) as pool:
+        async with pool.acquire(), pool.acquire():  # size 2, both back before time passes
+            pass
+        fake_clock.tick(1)  # two idle connections: 2 s
+        victim = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 LIMIT 1", app_name
+        )
+        await admin.execute("SELECT pg_terminate_backend($1)", victim)
+        await eventually(lambda: pool.get_stats()["pool_size"] == 1, "the killed one closed")
+        await asyncio.sleep(0)  # asyncpg runs termination listeners with call_soon
+        fake_clock.tick(10)  # one connection: 10 s more
+        assert pool.get_stats()["open_connection_s"] == pytest.approx(12.0)
+
+
 async def test_wait_histogram_uses_the_injected_clock(
     db_dsn: str, app_name: str, fake_clock: FakeClock
 ) -> None:
