@@ -39,7 +39,10 @@ Deadlines
 ---------
 ``command_timeout_s`` bounds every call on the client side (``LEGACY_POOL``: 15 s, the
 original's ``query_timeout``). Connecting and waiting for a slot are bounded by
-``acquire_timeout_s``. Release (the reset round trip) is bounded by ``command_timeout_s``,
+``acquire_timeout_s``. An acquire that holds a slot while asyncpg has an idle connection
+ready cannot wait for either, so it arms no timer of its own: taking from asyncpg's queue
+does not suspend then, and a connect it may still need (a holder whose connection closed)
+is bounded by the same ``acquire_timeout_s``, passed to asyncpg as its connect timeout. Release (the reset round trip) is bounded by ``command_timeout_s``,
 or by ``acquire_timeout_s`` when that is ``None``; that is the bound asyncpg itself gives a
 release after ``pool.acquire(timeout=...)``. With ``command_timeout_s`` set, asyncpg already
 bounds each statement of the release by it, so the explicit deadline is passed only while a
@@ -588,7 +591,10 @@ class Pool:
                 f"({gate.waiting} waiting, max_waiting={s.max_waiting})",
                 retry_after_s=DEFAULT_RETRY_AFTER_S,
             )
-        scope = asyncio.timeout(s.acquire_timeout_s)
+        # A deadline is armed only when something can wait: a queue for a slot, or no
+        # idle connection in asyncpg's queue (module docstring, Deadlines).
+        waits = not has_slot or pool._queue.empty()
+        scope = asyncio.timeout(s.acquire_timeout_s if waits else None)
         try:
             async with scope:
                 if not has_slot:
