@@ -42,8 +42,10 @@ original's ``query_timeout``). Connecting and waiting for a slot are bounded by
 ``acquire_timeout_s``. An acquire that holds a slot while asyncpg has an idle connection
 ready cannot wait for either, so it arms no timer of its own: taking from asyncpg's queue
 does not suspend then, and a connect it may still need (a holder whose connection closed)
-is bounded by the same ``acquire_timeout_s``, passed to asyncpg as its connect timeout. Release (the reset round trip) is bounded by ``command_timeout_s``,
-or by ``acquire_timeout_s`` when that is ``None``; that is the bound asyncpg itself gives a
+is bounded by the same ``acquire_timeout_s``, passed to asyncpg as its connect timeout.
+
+Release (the reset round trip) is bounded by ``command_timeout_s``, or by
+``acquire_timeout_s`` when that is ``None``; that is the bound asyncpg itself gives a
 release after ``pool.acquire(timeout=...)``. With ``command_timeout_s`` set, asyncpg already
 bounds each statement of the release by it, so the explicit deadline is passed only while a
 query cancellation is outstanding (:meth:`Pool._release_budget`).
