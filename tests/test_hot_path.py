@@ -317,8 +317,15 @@ def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any)
     (stages,) = data["results"]
     assert set(stages["rates"]) == {"legacy", "optimized", "hello"}
     assert all(len(r) == 1 and r[0] > 0 for r in stages["rates"].values())
+    # Each server's CPU per request was read around its run: every side did some work.
+    assert set(stages["cpu_us"]) == set(stages["rates"])
+    assert all(len(c) == 1 and c[0] > 0 for c in stages["cpu_us"].values())
     checks = {(c["numerator"], c["denominator"]) for c in stages["checks"]}
     assert checks == {("optimized", "legacy"), ("hello", "optimized")}
+    by_cpu = {c["numerator"]: c["cpu_ratio"] for c in stages["checks"]}
+    cpu = {side: c[0] for side, c in stages["cpu_us"].items()}
+    assert by_cpu["hello"] == pytest.approx(cpu["optimized"] / cpu["hello"])
+    assert by_cpu["optimized"] == pytest.approx(cpu["legacy"] / cpu["optimized"])
     assert "cost over bare hello" in result.stdout
 
 
