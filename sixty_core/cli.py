@@ -229,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration, and load each hot endpoint with wrk over loopback, sides in "
         "alternating order round after round. Prints requests per second and each ratio "
         "with its 95% bootstrap interval against the hot-path targets, and beside them the "
-        "server process's CPU time per request and the same ratios from it (steadier when "
-        "the host steals CPU). Needs wrk (the Debian package). Exit 0 when it ran "
-        "(targets met or not), 1 on an error.",
+        "server process's CPU time per request and the same ratios from it (they agree "
+        "when the server is the bottleneck). Needs wrk (the Debian package). Exit 0 when "
+        "it ran (targets met or not), 1 on an error.",
     )
     add_db_flags(ceiling)
     ceiling.add_argument("--scale", type=int, default=4, help="seed scale (default 4)")

@@ -9,10 +9,11 @@ ratio is the median of per-round ratios with a bootstrap interval, and is checke
 the hot-path targets of the benchmark issue. Locust cannot saturate the service; wrk can.
 
 Beside each throughput, the server process's CPU time per request it answered (user +
-system, read with psutil around each wrk run) gives the same ratios a second way. On a
-shared machine whose host steals a varying share of the CPU, throughput swings with the
-steal, while CPU per request swings much less; the targets are checked on throughput, as
-the issue states them, and the CPU ratios are printed and written beside them.
+system, read with psutil around each wrk run) gives the same ratios a second way. The two
+agree when the server process is the bottleneck (its rate times its CPU per request is
+then close to one core); where they part, the run measured something else than the
+server (wrk, Postgres, the host's steal), and the throughput ratio should not be trusted.
+The targets are checked on throughput, as the issue states them.
 """
 
 from __future__ import annotations
