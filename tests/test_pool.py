@@ -587,6 +587,33 @@ async def test_acquire_times_out_with_overloaded_error(db_dsn: str, app_name: st
 # --- accounting and health -----------------------------------------------------------------
 
 
+async def test_a_connect_that_hangs_is_an_acquire_timeout() -> None:
+    """A free slot and no connection open yet: the acquire arms no deadline of its own, and
+    asyncpg's connect timeout (the same ``acquire_timeout_s``) ends the hang, answered as
+    an expired acquire (OverloadedError, counted in acquire_timeouts)."""
+    clients: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        clients.append(writer)
+        await reader.read()  # returns when the client gives up
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = small(min_size=0, acquire_timeout_s=0.3)
+    try:
+        async with Pool(f"postgresql://sixty@127.0.0.1:{port}/sixty", settings) as pool:
+            with pytest.raises(OverloadedError, match=r"timed out after 0\.3 s"):
+                async with pool.acquire():
+                    pass
+            stats = pool.get_stats()
+        assert (stats["acquire_timeouts"], stats["acquire_errors"]) == (1, 0)
+    finally:
+        for writer in clients:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_connection_seconds_are_integrated_exactly(
     db_dsn: str, app_name: str, fake_clock: FakeClock
 ) -> None:

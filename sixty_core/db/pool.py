@@ -40,9 +40,10 @@ Deadlines
 ``command_timeout_s`` bounds every call on the client side (``LEGACY_POOL``: 15 s, the
 original's ``query_timeout``). Connecting and waiting for a slot are bounded by
 ``acquire_timeout_s``. An acquire that holds a slot while asyncpg has an idle connection
-ready cannot wait for either, so it arms no timer of its own: taking from asyncpg's queue
-does not suspend then, and a connect it may still need (a holder whose connection closed)
-is bounded by the same ``acquire_timeout_s``, passed to asyncpg as its connect timeout.
+ready cannot wait for a slot, so it arms no timer of its own: taking from asyncpg's queue
+does not suspend then, and a connect it may still need (a holder whose connection closed,
+or one the pool has not opened yet) is bounded by the same ``acquire_timeout_s``, passed to
+asyncpg as its connect timeout; that timeout is answered as an expired acquire would be.
 
 Release (the reset round trip) is bounded by ``command_timeout_s``, or by
 ``acquire_timeout_s`` when that is ``None``; that is the bound asyncpg itself gives a
@@ -606,7 +607,9 @@ class Pool:
         except BaseException as exc:
             if has_slot:
                 gate.give()
-            if scope.expired():
+            # Without our deadline, a connect asyncpg timed out (its connect timeout is the
+            # same acquire_timeout_s) is the same event, and is answered the same way.
+            if scope.expired() or (not waits and isinstance(exc, TimeoutError)):
                 self._acquire_timeouts += 1
                 raise OverloadedError(
                     f"timed out after {s.acquire_timeout_s:g} s waiting for a database connection",
@@ -702,6 +705,11 @@ class Pool:
     async def _connected(self, conn: asyncpg.Connection) -> None:
         """asyncpg's ``init`` hook: a pooled connection has just opened (module docstring,
         Counting). It is counted until its termination listener runs."""
+        if conn.is_closed():
+            # Lost between the handshake and now: asyncpg's connection-lost handler ran
+            # before the connection object existed, so no termination listener would ever
+            # fire, and the holder drops it without a close. Never counted, never uncounted.
+            return
         conn.add_termination_listener(self._disconnected)
         self._advance(self._clock())
         self._open_count += 1
