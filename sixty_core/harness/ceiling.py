@@ -9,10 +9,10 @@ ratio is the median of per-round ratios with a bootstrap interval, and is checke
 the hot-path targets of the benchmark issue. Locust cannot saturate the service; wrk can.
 
 Beside each throughput, the server process's CPU time per request it answered (user +
-system, read with psutil around each wrk run) gives the same ratios a second way. The two
-agree when the server process is the bottleneck (its rate times its CPU per request is
-then close to one core); where they part, the run measured something else than the
-server (wrk, Postgres, the host's steal), and the throughput ratio should not be trusted.
+system, read with psutil around each wrk run) gives the ratios a second way, from that
+process's CPU alone (Postgres's work is not in it). The two agree when the server process
+is the bottleneck (its rate times its CPU per request is then close to one core); where
+they part, the run measured something else as well (wrk, Postgres, the host's steal).
 The targets are checked on throughput, as the issue states them.
 """
 
@@ -157,8 +157,11 @@ class Running:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    times = psutil.Process(pid).cpu_times()
+    """User + system CPU seconds of process ``pid`` so far; CeilingError if it is gone."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error as exc:
+        raise CeilingError(f"server process {pid} is gone ({exc}): see its log above") from None
     return float(times.user + times.system)
 
 
@@ -266,15 +269,23 @@ def _deal_id(url: str, token: str) -> str:
     return deal_id
 
 
-def _median_ratio(tops: list[float], bottoms: list[float]) -> tuple[float, Any, Any]:
-    """Median of the per-round ratios ``top / bottom`` and its 95% bootstrap interval."""
+def _median_ratio(tops: list[float], bottoms: list[float]) -> tuple[Any, Any, Any]:
+    """Median of the per-round ratios ``top / bottom`` and its 95% bootstrap interval;
+    all None when no round has a ``bottom`` above zero (psutil counts CPU in 10 ms ticks,
+    so a very short run can read none)."""
     per_round = [a / b for a, b in zip(tops, bottoms, strict=True) if b > 0]
+    if not per_round:
+        return None, None, None
     low, high = bootstrap_median_interval(per_round)
     return statistics.median(per_round), low, high
 
 
 def _ratio(result: Result, check: Check) -> dict[str, Any]:
     value, low, high = _median_ratio(result.rates[check.numerator], result.rates[check.denominator])
+    if value is None:
+        raise CeilingError(
+            f"{result.endpoint}: {check.denominator} answered no request in any round"
+        )
     met = value <= check.limit if check.op == "<=" else value >= check.limit
     # The same ratio from CPU per request: a rate ratio a/b is a cost ratio b/a.
     cpu, cpu_low, cpu_high = _median_ratio(
@@ -368,7 +379,9 @@ def table(results: list[Result]) -> Table:
     return view
 
 
-def _with_interval(value: float, low: float | None, high: float | None) -> str:
+def _with_interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "—"
     return f"{value:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else "")
 
 
