@@ -238,20 +238,20 @@ def servers(dsn: str, needed: set[str]) -> Iterator[dict[str, Running]]:
     log_dir = Path(tempfile.mkdtemp(prefix="sixty-ceiling-"))
     supervisors: list[Supervisor] = []
     bare: list[BareServer] = []
-    urls: dict[str, Running] = {}
+    running: dict[str, Running] = {}
     try:
         for name in sorted(needed):
             if name in ("hello", "pk"):
                 server = BareServer(name, dsn, log_dir)
                 bare.append(server)
-                urls[name] = Running(server.url, server.process.pid)
+                running[name] = Running(server.url, server.process.pid)
             else:
                 supervisor = Supervisor(dsn, name, log_dir=log_dir / name)
                 (log_dir / name).mkdir()
                 supervisors.append(supervisor)
                 supervisor.start()
-                urls[name] = Running(supervisor.service_url, supervisor.processes["service"].pid)
-        yield urls
+                running[name] = Running(supervisor.service_url, supervisor.processes["service"].pid)
+        yield running
     finally:
         for supervisor in supervisors:
             supervisor.stop()
@@ -269,28 +269,33 @@ def _deal_id(url: str, token: str) -> str:
     return deal_id
 
 
-def _median_ratio(tops: list[float], bottoms: list[float]) -> tuple[Any, Any, Any]:
+#: A median ratio and its 95% interval (None bounds below 3 rounds).
+MedianRatio = tuple[float, float | None, float | None]
+
+
+def _median_ratio(tops: list[float], bottoms: list[float]) -> MedianRatio | None:
     """Median of the per-round ratios ``top / bottom`` and its 95% bootstrap interval;
-    all None when no round has a ``bottom`` above zero (psutil counts CPU in 10 ms ticks,
-    so a very short run can read none)."""
+    None when no round has a ``bottom`` above zero (psutil counts CPU in 10 ms ticks, so a
+    very short run can read none)."""
     per_round = [a / b for a, b in zip(tops, bottoms, strict=True) if b > 0]
     if not per_round:
-        return None, None, None
+        return None
     low, high = bootstrap_median_interval(per_round)
     return statistics.median(per_round), low, high
 
 
 def _ratio(result: Result, check: Check) -> dict[str, Any]:
-    value, low, high = _median_ratio(result.rates[check.numerator], result.rates[check.denominator])
-    if value is None:
+    by_rate = _median_ratio(result.rates[check.numerator], result.rates[check.denominator])
+    if by_rate is None:
         raise CeilingError(
             f"{result.endpoint}: {check.denominator} answered no request in any round"
         )
+    value, low, high = by_rate
     met = value <= check.limit if check.op == "<=" else value >= check.limit
     # The same ratio from CPU per request: a rate ratio a/b is a cost ratio b/a.
     cpu, cpu_low, cpu_high = _median_ratio(
         result.cpu_us[check.denominator], result.cpu_us[check.numerator]
-    )
+    ) or (None, None, None)
     return {
         **asdict(check),
         "ratio": value,
@@ -311,8 +316,8 @@ def measure(options: Options, console: Console) -> list[Result]:
         raise CeilingError(f"no endpoint matches {options.keyword!r}")
     needed = {side.server for endpoint in chosen for side in endpoint.sides}
     results: list[Result] = []
-    with servers(options.dsn, needed) as urls:
-        service = urls.get("optimized") or urls.get("optimized-no-query_cache")
+    with servers(options.dsn, needed) as running:
+        service = running.get("optimized") or running.get("optimized-no-query_cache")
         deal_id = _deal_id(service.url, options.token) if service else ""
         runs = sum(len(e.sides) for e in chosen) * (options.rounds + 1)
         with Progress(console=console, transient=True) as bar:
@@ -327,7 +332,7 @@ def measure(options: Options, console: Console) -> list[Result]:
                 for round_no in range(options.rounds + 1):  # round 0 warms and is dropped
                     order = sides if round_no % 2 == 0 else list(reversed(sides))
                     for side in order:
-                        server = urls[side.server]
+                        server = running[side.server]
                         url = server.url + side.path.replace("{id}", deal_id)
                         bar.update(task, description=f"{endpoint.name}: {side.label}")
                         cpu_before = cpu_seconds(server.pid)
