@@ -230,15 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
         "alternating order round after round. Prints requests per second and each ratio "
         "with its 95% bootstrap interval against the hot-path targets, and beside them the "
         "server process's CPU time per request and the same ratios from it (they agree "
-        "when the server is the bottleneck). Needs wrk (the Debian package). Exit 0 when "
-        "it ran (targets met or not), 1 on an error.",
+        "when the server is the bottleneck). A target is met or not met when its whole "
+        "interval is on one side, undecided when the interval straddles it (more rounds "
+        "narrow it). Needs wrk (the Debian package). Exit 0 when it ran (whatever the "
+        "verdicts), 1 on an error.",
     )
     add_db_flags(ceiling)
     ceiling.add_argument("--scale", type=int, default=4, help="seed scale (default 4)")
     ceiling.add_argument(
         "--duration", type=float, default=5.0, help="seconds per wrk run (default 5)"
     )
-    ceiling.add_argument("--rounds", type=int, default=3, help="measured rounds (default 3)")
+    ceiling.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="measured rounds (default 5; below 3 there is no interval, the median decides)",
+    )
     ceiling.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     ceiling.add_argument("-k", dest="keyword", default=None, help="only endpoints containing K")
     ceiling.add_argument(
@@ -962,6 +969,7 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
         )
         results = await asyncio.to_thread(ceiling.measure, options, out)
     out.print(ceiling.table(results))
+    out.print(ceiling.summary(results, args.rounds))
     if args.out is not None:
         path = args.out.resolve() / "ceiling.json"
         ceiling.write(results, options, path)

@@ -32,6 +32,7 @@ from sixty_core.cache import FrozenRow, FrozenRows, derived, freeze
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
 from sixty_core.db.recorder import recording
 from sixty_core.errors import NotFoundError, SixtyError, ValidationError
+from sixty_core.harness.ceiling import Result, summary, verdict
 from sixty_core.memory import MemoryManager
 from sixty_core.profiles import resolve_profile
 from tests.api_support import running_api
@@ -296,6 +297,45 @@ def test_sixty_ceiling_without_wrk_says_how_to_get_it(tmp_path: Any) -> None:
     assert "wrk is not installed" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "low", "high", "op", "limit", "expected"),
+    [
+        # A cost ratio must be at most its limit.
+        (1.4, 1.3, 1.5, "<=", 1.6, "met"),
+        (1.5, 1.4, 1.6, "<=", 1.6, "met"),  # the limit itself meets it
+        (1.5, 1.4, 1.9, "<=", 1.6, "undecided"),  # the median alone would say met
+        (1.7, 1.5, 1.9, "<=", 1.6, "undecided"),  # ...and here not met
+        (1.8, 1.7, 1.9, "<=", 1.6, "not met"),
+        # A speed-up or a share must be at least its limit.
+        (6.0, 5.5, 7.0, ">=", 5.0, "met"),
+        (5.2, 4.8, 5.9, ">=", 5.0, "undecided"),
+        (4.0, 3.5, 4.9, ">=", 5.0, "not met"),
+        # Below 3 rounds there is no interval: the median decides.
+        (1.5, None, None, "<=", 1.6, "met"),
+        (0.6, None, None, ">=", 0.7, "not met"),
+    ],
+)
+def test_a_verdict_follows_the_interval_not_the_median_alone(
+    value: float, low: float | None, high: float | None, op: str, limit: float, expected: str
+) -> None:
+    assert verdict(value, low, high, op, limit) == expected
+
+
+def test_a_verdict_refuses_an_unknown_comparison() -> None:
+    with pytest.raises(ValueError, match="op must be"):
+        verdict(1.0, None, None, "<", 2.0)
+
+
+def test_the_summary_counts_verdicts_and_says_what_undecided_needs() -> None:
+    def result(*verdicts: str) -> Result:
+        return Result("GET /x", checks=[{"verdict": v} for v in verdicts])
+
+    line = summary([result("met", "undecided"), result("met", "not met")], rounds=5)
+    assert line.startswith("targets: 2 met, 1 undecided, 1 not met")
+    assert "more rounds than 5" in line
+    assert summary([result("met")], rounds=3) == "targets: 1 met, 0 undecided, 0 not met"
+
+
 @pytest.mark.slow
 def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any) -> None:
     need_wrk()
@@ -327,6 +367,9 @@ def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any)
     assert by_cpu["hello"] == pytest.approx(cpu["optimized"] / cpu["hello"])
     assert by_cpu["optimized"] == pytest.approx(cpu["legacy"] / cpu["optimized"])
     assert "cost over bare hello" in result.stdout
+    # One round: no interval, so each verdict is the median's, and the summary counts them.
+    assert all(c["verdict"] == ("met" if c["met"] else "not met") for c in stages["checks"])
+    assert "targets: " in result.stdout
 
 
 class _StarlettesJson(Response):
