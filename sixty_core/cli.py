@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with its 95% bootstrap interval against the hot-path targets, and beside them the "
         "server process's CPU time per request and the same ratios from it (they agree "
         "when the server is the bottleneck). A target is met or not met when its whole "
-        "interval is on one side, undecided when the interval straddles it (more rounds "
+        "interval is on one side, inconclusive when the interval straddles it (more rounds "
         "narrow it). Needs wrk (the Debian package). Exit 0 when it ran (whatever the "
         "verdicts), 1 on an error.",
     )

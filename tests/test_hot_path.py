@@ -303,12 +303,12 @@ def test_sixty_ceiling_without_wrk_says_how_to_get_it(tmp_path: Any) -> None:
         # A cost ratio must be at most its limit.
         (1.4, 1.3, 1.5, "<=", 1.6, "met"),
         (1.5, 1.4, 1.6, "<=", 1.6, "met"),  # the limit itself meets it
-        (1.5, 1.4, 1.9, "<=", 1.6, "undecided"),  # the median alone would say met
-        (1.7, 1.5, 1.9, "<=", 1.6, "undecided"),  # ...and here not met
+        (1.5, 1.4, 1.9, "<=", 1.6, "inconclusive"),  # the median alone would say met
+        (1.7, 1.5, 1.9, "<=", 1.6, "inconclusive"),  # ...and here not met
         (1.8, 1.7, 1.9, "<=", 1.6, "not met"),
         # A speed-up or a share must be at least its limit.
         (6.0, 5.5, 7.0, ">=", 5.0, "met"),
-        (5.2, 4.8, 5.9, ">=", 5.0, "undecided"),
+        (5.2, 4.8, 5.9, ">=", 5.0, "inconclusive"),
         (4.0, 3.5, 4.9, ">=", 5.0, "not met"),
         # Below 3 rounds there is no interval: the median decides.
         (1.5, None, None, "<=", 1.6, "met"),
@@ -326,14 +326,14 @@ def test_a_verdict_refuses_an_unknown_comparison() -> None:
         verdict(1.0, None, None, "<", 2.0)
 
 
-def test_the_summary_counts_verdicts_and_says_what_undecided_needs() -> None:
+def test_the_summary_counts_verdicts_and_says_what_inconclusive_needs() -> None:
     def result(*verdicts: str) -> Result:
         return Result("GET /x", checks=[{"verdict": v} for v in verdicts])
 
-    line = summary([result("met", "undecided"), result("met", "not met")], rounds=5)
-    assert line.startswith("targets: 2 met, 1 undecided, 1 not met")
+    line = summary([result("met", "inconclusive"), result("met", "not met")], rounds=5)
+    assert line.startswith("targets: 2 met, 1 inconclusive, 1 not met")
     assert "more rounds than 5" in line
-    assert summary([result("met")], rounds=3) == "targets: 1 met, 0 undecided, 0 not met"
+    assert summary([result("met")], rounds=3) == "targets: 1 met, 0 inconclusive, 0 not met"
 
 
 @pytest.mark.slow

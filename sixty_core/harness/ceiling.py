@@ -16,7 +16,7 @@ they part, the run measured something else as well (wrk, Postgres, the host's st
 The targets are checked on throughput, as the issue states them.
 
 A check's verdict follows its interval, not its median alone (:func:`verdict`): ``met`` or
-``not met`` when the whole interval is on one side of the target, ``undecided`` when it
+``not met`` when the whole interval is on one side of the target, ``inconclusive`` when it
 straddles it (the run cannot tell on this machine; more rounds narrow the interval). Below
 3 rounds there is no interval and the median decides.
 """
@@ -275,12 +275,12 @@ def _deal_id(url: str, token: str) -> str:
 
 
 #: A check's verdicts, in the order the summary counts them.
-VERDICTS = ("met", "undecided", "not met")
+VERDICTS = ("met", "inconclusive", "not met")
 
 
 def verdict(value: float, low: float | None, high: float | None, op: str, limit: float) -> str:
     """``met`` / ``not met`` when the interval ``[low, high]`` lies wholly on one side of
-    ``limit`` (``op`` is ``"<="`` or ``">="``, what the value must be), ``undecided`` when it
+    ``limit`` (``op`` is ``"<="`` or ``">="``, what the value must be), ``inconclusive`` when it
     straddles it; without an interval (None bounds) the median ``value`` decides. A value
     exactly at the limit meets it."""
     if op not in ("<=", ">="):
@@ -292,7 +292,7 @@ def verdict(value: float, low: float | None, high: float | None, op: str, limit:
         return "met"
     if (low > limit) if at_most else (high < limit):
         return "not met"
-    return "undecided"
+    return "inconclusive"
 
 
 def tally_verdicts(results: list[Result]) -> dict[str, int]:
@@ -422,18 +422,18 @@ def table(results: list[Result]) -> Table:
 
 _VERDICT_TEXT = {
     "met": Text("met", style="green"),
-    "undecided": Text("undecided", style="yellow"),
+    "inconclusive": Text("inconclusive", style="yellow"),
     "not met": Text("NOT met", style="red"),
 }
 
 
 def summary(results: list[Result], rounds: int) -> str:
-    """One line under the table: the verdicts counted, and what to do about undecided ones."""
+    """One line under the table: the verdicts counted, and what to do about inconclusive ones."""
     counts = tally_verdicts(results)
     line = ", ".join(f"{n} {name}" for name, n in counts.items())
-    if counts["undecided"]:
+    if counts["inconclusive"]:
         line += (
-            f" (undecided: the 95% interval straddles the target; more rounds than {rounds} "
+            f" (inconclusive: the 95% interval straddles the target; more rounds than {rounds} "
             "narrow it, a quieter machine more)"
         )
     return f"targets: {line}"
