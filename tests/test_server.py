@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
+import uvloop
 
-from sixty_core.api.server import MAX_HEAD_BYTES, MAX_HEADERS
+from sixty_core.api.server import (
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    SERVER_LOOP_ENV,
+    server_loop_factory,
+)
+from sixty_core.errors import ConfigError
 from sixty_core.profiles import OPTIMIZED
 from tests.api_support import Api, api_fixture, running_api
 
@@ -110,3 +120,51 @@ async def test_a_client_hanging_up_mid_body_is_counted_not_a_traceback(
     assert any("client disconnected while sending POST /api/deals" in m for m in messages)
     assert not any("unhandled" in m.lower() for m in messages), messages
     assert not any(r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("value", "uses_uvloop"), [(None, True), ("auto", True), ("UVLOOP", True), ("asyncio", False)]
+)
+def test_server_processes_run_on_uvloop_unless_told_otherwise(
+    value: str | None, uses_uvloop: bool
+) -> None:
+    environ = {} if value is None else {SERVER_LOOP_ENV: value}
+    loop = server_loop_factory(environ)()
+    try:
+        assert isinstance(loop, uvloop.Loop) is uses_uvloop
+    finally:
+        loop.close()
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    loop = server_loop_factory({})()
+    try:
+        assert type(loop).__module__.startswith("asyncio")
+    finally:
+        loop.close()
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        server_loop_factory({SERVER_LOOP_ENV: "uvloop"})
+
+
+def test_a_server_process_refuses_an_unknown_loop_before_serving() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sixty_core.harness.servers",
+            "bare",
+            "--app",
+            "hello",
+            "--port",
+            "1",
+        ],
+        env={**os.environ, SERVER_LOOP_ENV: "trio"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "SIXTY_SERVER_LOOP='trio': expected one of auto, uvloop, asyncio" in done.stderr

@@ -37,7 +37,7 @@ import uvicorn
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
 from sixty_core.db.repository import Repository
 from sixty_core.edge.upstream import DealWriter, EdgeFaults, create_edge_app
-from sixty_core.errors import ProvisionError
+from sixty_core.errors import ConfigError, ProvisionError
 from sixty_core.profiles import resolve_profile
 from sixty_core.service import decode_edge_fields
 from sixty_core.settings import Settings
@@ -153,10 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one server until SIGINT/SIGTERM; 0 when it stopped, 2 on a bad setting."""
+    from sixty_core.api.server import server_loop_factory
+
     args = build_parser().parse_args(argv)
-    runner = {"service": run_service, "edge": run_edge, "bare": run_bare}[args.which]
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runner(args))
+    serve = {"service": run_service, "edge": run_edge, "bare": run_bare}[args.which]
+    try:
+        loop_factory = server_loop_factory(os.environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as run:
+        run.run(serve(args))
     return 0
 
 
