@@ -18,14 +18,10 @@ from urllib.parse import urlsplit
 import pytest
 import uvloop
 
-from sixty_core.api.server import (
-    MAX_HEAD_BYTES,
-    MAX_HEADERS,
-    SERVER_LOOP_ENV,
-    server_loop_factory,
-)
+from sixty_core.api.server import MAX_HEAD_BYTES, MAX_HEADERS, server_loop_factory
 from sixty_core.errors import ConfigError
 from sixty_core.profiles import OPTIMIZED
+from sixty_core.settings import SERVER_LOOP_ENV
 from tests.api_support import Api, api_fixture, running_api
 
 api = api_fixture("api", ["optimized"])

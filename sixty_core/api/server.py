@@ -26,7 +26,10 @@ Measured with wrk against the same servers on both loops side by side (three run
 alternating rounds, 32 connections): the uncached deal read answered 13-26% more requests
 per second on uvloop in every run (asyncpg's I/O); the bare hello and the cached reads
 moved between -8% and +47%, within this machine's noise. ``SIXTY_SERVER_LOOP=asyncio``
-runs them on asyncio's loop, to measure both.
+runs them on asyncio's loop, to measure both. A server traced by memray runs on asyncio's
+loop (:func:`sixty_core.harness.servers.spawn_server` sees to it): under uvloop, memray's
+stacks lost the frames of what the loop's C callbacks ran (a traced legacy run named no
+site for either of its two leaks; on asyncio it names both).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sixty_core.errors import ConfigError
+from sixty_core.settings import SERVER_LOOP_ENV
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 100
@@ -49,8 +53,6 @@ HEAD_TIMEOUT_S = 10.0
 #: How long a refused connection keeps draining the client's input before closing.
 LINGER_S = 2.0
 GRACEFUL_SHUTDOWN_S = 10
-#: Chooses the server processes' event loop: ``auto`` (the default), ``uvloop``, ``asyncio``.
-SERVER_LOOP_ENV = "SIXTY_SERVER_LOOP"
 SERVER_LOOPS = ("auto", "uvloop", "asyncio")
 
 

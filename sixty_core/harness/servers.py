@@ -40,7 +40,7 @@ from sixty_core.edge.upstream import DealWriter, EdgeFaults, create_edge_app
 from sixty_core.errors import ConfigError, ProvisionError
 from sixty_core.profiles import resolve_profile
 from sixty_core.service import decode_edge_fields
-from sixty_core.settings import Settings
+from sixty_core.settings import SERVER_LOOP_ENV, Settings
 
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_STOP_TIMEOUT_S = 15.0
@@ -196,14 +196,16 @@ def spawn_server(
     """Start ``python LAUNCHER ARGS`` (by default ``python -m sixty_core.harness.servers
     ARGS``; a tracer may wrap it, e.g. ``-m memray run ... -m sixty_core.harness.servers``)
     with its output in ``log_path`` (a file, never a pipe nobody reads: a full pipe blocks
-    the child)."""
+    the child). Under memray the server runs on asyncio's loop unless ``env`` says
+    otherwise: memray's stacks lose the frames that uvloop's callbacks run."""
+    traced = {SERVER_LOOP_ENV: "asyncio"} if tuple(launcher[:2]) == ("-m", "memray") else {}
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, *launcher, *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **traced, **(env or {})},
         )
 
 
