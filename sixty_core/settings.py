@@ -146,6 +146,11 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
+#: The server processes' event loop: ``auto`` (uvloop when installed), ``uvloop`` or
+#: ``asyncio`` (read by :func:`sixty_core.api.server.server_loop_factory`, before any
+#: Settings exist: the loop is chosen before the server's own code runs).
+SERVER_LOOP_ENV = "SIXTY_SERVER_LOOP"
+
 #: Numeric settings read from the environment: variable -> field.
 NUMERIC_ENV = {
     "SIXTY_TIME_SCALE": "time_scale",
@@ -163,9 +168,3 @@ def _parse_float(name: str, raw: str) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-
-
-#: The server processes' event loop: ``auto`` (uvloop when installed), ``uvloop`` or
-#: ``asyncio`` (read by :func:`sixty_core.api.server.server_loop_factory`, before any
-#: Settings exist: the loop is chosen before the server's own code runs).
-SERVER_LOOP_ENV = "SIXTY_SERVER_LOOP"

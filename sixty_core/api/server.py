@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
@@ -67,15 +66,16 @@ def server_loop_factory(environ: Mapping[str, str]) -> Callable[[], asyncio.Abst
             f"{SERVER_LOOP_ENV}={environ[SERVER_LOOP_ENV]!r}: expected one of "
             + ", ".join(SERVER_LOOPS)
         )
-    installed = importlib.util.find_spec("uvloop") is not None
-    if choice == "uvloop" and not installed:
-        raise ConfigError(
-            f"{SERVER_LOOP_ENV}=uvloop, but uvloop is not installed (pip install uvloop)"
-        )
-    if choice == "asyncio" or not installed:
+    if choice == "asyncio":
         return asyncio.new_event_loop
-    import uvloop
-
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                f"{SERVER_LOOP_ENV}=uvloop, but uvloop is not installed (pip install uvloop)"
+            ) from None
+        return asyncio.new_event_loop
     return uvloop.new_event_loop
 
 

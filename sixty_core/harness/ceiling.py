@@ -274,8 +274,12 @@ def _deal_id(url: str, token: str) -> str:
     return deal_id
 
 
-#: A check's verdicts, in the order the summary counts them.
-VERDICTS = ("met", "inconclusive", "not met")
+#: A check's verdicts as the table shows them, in the order the summary counts them.
+_VERDICT_TEXT = {
+    "met": Text("met", style="green"),
+    "inconclusive": Text("inconclusive", style="yellow"),
+    "not met": Text("NOT met", style="red"),
+}
 
 
 def verdict(value: float, low: float | None, high: float | None, op: str, limit: float) -> str:
@@ -295,9 +299,9 @@ def verdict(value: float, low: float | None, high: float | None, op: str, limit:
     return "inconclusive"
 
 
-def tally_verdicts(results: list[Result]) -> dict[str, int]:
+def _tally_verdicts(results: list[Result]) -> dict[str, int]:
     """How many checks of ``results`` had each verdict (every verdict present, maybe 0)."""
-    counts = dict.fromkeys(VERDICTS, 0)
+    counts = dict.fromkeys(_VERDICT_TEXT, 0)
     for result in results:
         for check in result.checks:
             counts[check["verdict"]] += 1
@@ -420,16 +424,9 @@ def table(results: list[Result]) -> Table:
     return view
 
 
-_VERDICT_TEXT = {
-    "met": Text("met", style="green"),
-    "inconclusive": Text("inconclusive", style="yellow"),
-    "not met": Text("NOT met", style="red"),
-}
-
-
 def summary(results: list[Result], rounds: int) -> str:
     """One line under the table: the verdicts counted, and what to do about inconclusive ones."""
-    counts = tally_verdicts(results)
+    counts = _tally_verdicts(results)
     line = ", ".join(f"{n} {name}" for name, n in counts.items())
     if counts["inconclusive"]:
         line += (

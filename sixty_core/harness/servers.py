@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 #: How a server process is started: the module after ``python``.
 SERVERS_MODULE: tuple[str, ...] = ("-m", "sixty_core.harness.servers")
+#: How a launcher starts memray; :func:`spawn_server` knows a traced server by it.
+_MEMRAY: tuple[str, ...] = ("-m", "memray")
 
 
 def memray_launcher(
@@ -183,7 +185,7 @@ def memray_launcher(
     timeline); ``trace_python_allocators`` records every pymalloc allocation and free,
     memray's leak mode for Python code."""
     flags = ["--aggregate"] * aggregate + ["--trace-python-allocators"] * trace_python_allocators
-    return ("-m", "memray", "run", *flags, "-q", "-f", "-o", str(capture), *SERVERS_MODULE)
+    return (*_MEMRAY, "run", *flags, "-q", "-f", "-o", str(capture), *SERVERS_MODULE)
 
 
 def spawn_server(
@@ -198,7 +200,7 @@ def spawn_server(
     with its output in ``log_path`` (a file, never a pipe nobody reads: a full pipe blocks
     the child). Under memray the server runs on asyncio's loop unless ``env`` says
     otherwise: memray's stacks lose the frames that uvloop's callbacks run."""
-    traced = {SERVER_LOOP_ENV: "asyncio"} if tuple(launcher[:2]) == ("-m", "memray") else {}
+    traced = {SERVER_LOOP_ENV: "asyncio"} if tuple(launcher[:2]) == _MEMRAY else {}
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, *launcher, *args],
