@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_flags(ceiling)
     ceiling.add_argument("--scale", type=int, default=4, help="seed scale (default 4)")
     ceiling.add_argument(
-        "--duration", type=float, default=5.0, help="seconds per wrk run (default 5)"
+        "--duration", type=float, default=5.0, help="whole seconds per wrk run (default 5)"
     )
     ceiling.add_argument(
         "--rounds",
@@ -250,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     ceiling.add_argument("-k", dest="keyword", default=None, help="only endpoints containing K")
     ceiling.add_argument(
         "--out", type=Path, default=None, help="also write ceiling.json into this folder"
+    )
+    ceiling.add_argument(
+        "--flamegraphs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also record a py-spy flame graph (SVG) of each side's server under wrk into DIR: "
+        "one extra, unmeasured run per side after the warm-up (needs py-spy and ptrace "
+        "permission: root, or kernel.yama.ptrace_scope=0)",
     )
     return parser
 
@@ -947,15 +956,24 @@ def _bench(args: argparse.Namespace, out: Console) -> int:
 
 
 async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -> int:
-    from sixty_core.harness import ceiling
+    from sixty_core.harness import ceiling, flamegraphs
 
-    if not 0.5 <= args.duration <= 600:
-        raise SixtyError(f"--duration must be between 0.5 and 600 seconds, got {args.duration}")
+    if not (1 <= args.duration <= 600 and args.duration.is_integer()):
+        raise SixtyError(
+            "--duration must be between 1 and 600 whole seconds (wrk counts whole seconds), "
+            f"got {args.duration:g}"
+        )
     if not 1 <= args.rounds <= 50:
         raise SixtyError(f"--rounds must be between 1 and 50, got {args.rounds}")
     if not 1 <= args.connections <= 1000:
         raise SixtyError(f"--connections must be between 1 and 1000, got {args.connections}")
+    # Both folders are made now: a path that cannot be one fails before the measuring.
+    for flag, folder in (("--out", args.out), ("--flamegraphs", args.flamegraphs)):
+        if folder is not None:
+            _writable_folder(flag, folder)
     ceiling.wrk_path()
+    if args.flamegraphs is not None:
+        flamegraphs.py_spy_path()
     _widen_for_logs(out)
     log = _step_printer(out)
     async with workflow.seeded_database(settings, log=log) as (database, _):
@@ -966,6 +984,7 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
             rounds=args.rounds,
             connections=args.connections,
             keyword=args.keyword,
+            flamegraphs=args.flamegraphs.resolve() if args.flamegraphs else None,
         )
         results = await asyncio.to_thread(ceiling.measure, options, out)
     out.print(ceiling.table(results))
@@ -974,7 +993,23 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
         path = args.out.resolve() / "ceiling.json"
         ceiling.write(results, options, path)
         out.print(f"results: {path}")
+    if options.flamegraphs is not None:
+        svgs = sorted({name for result in results for name in result.flamegraphs.values()})
+        out.print(f"flame graphs ({len(svgs)}, open in a browser): {options.flamegraphs}")
+        for name in svgs:
+            out.print(f"  {name}")
     return 0
+
+
+def _writable_folder(flag: str, folder: Path) -> None:
+    """Create ``folder`` (with its parents); SixtyError naming ``flag`` when it cannot be
+    made or written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SixtyError(f"{flag} {folder}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SixtyError(f"{flag} {folder}: the folder is not writable")
 
 
 def _widen_for_logs(out: Console) -> None:

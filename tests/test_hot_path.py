@@ -351,10 +351,23 @@ def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any)
         "1",
         "--out",
         str(tmp_path),
+        "--flamegraphs",
+        str(tmp_path / "graphs"),
     )
     assert result.returncode == 0, result.stderr + result.stdout
     data = msgspec.json.decode((tmp_path / "ceiling.json").read_bytes())
     (stages,) = data["results"]
+    # One flame graph per side, each of its own server: the app's layers appear only in the
+    # service's, and the bare hello's is Starlette alone.
+    graphs = {
+        side: (tmp_path / "graphs" / name).read_text()
+        for side, name in stages["flamegraphs"].items()
+    }
+    assert set(graphs) == {"legacy", "optimized", "hello"}
+    assert all("<svg" in graph for graph in graphs.values())
+    assert "RequestAccounting" in graphs["optimized"] and "RequestAccounting" in graphs["legacy"]
+    assert "RequestAccounting" not in graphs["hello"] and "hello_app" in graphs["hello"]
+    assert "flame graphs (3, open in a browser)" in result.stdout
     assert set(stages["rates"]) == {"legacy", "optimized", "hello"}
     assert all(len(r) == 1 and r[0] > 0 for r in stages["rates"].values())
     # Each server's CPU per request was read around its run: every side did some work.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import shutil
 import statistics
@@ -44,6 +45,7 @@ from rich.text import Text
 
 from sixty_core.benchkit.interleave import bootstrap_median_interval
 from sixty_core.errors import SixtyError
+from sixty_core.harness import flamegraphs
 from sixty_core.harness.servers import (
     Supervisor,
     free_port,
@@ -136,6 +138,8 @@ class Options:
     connections: int = 32
     keyword: str | None = None
     out: Path | None = None
+    #: Where to write a py-spy flame graph of each side (one unmeasured run each).
+    flamegraphs: Path | None = None
 
 
 @dataclass
@@ -145,6 +149,8 @@ class Result:
     #: Per side and round: the server process's CPU µs per request it answered.
     cpu_us: dict[str, list[float]] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    #: Side -> its flame graph's file name, when ``Options.flamegraphs`` was given.
+    flamegraphs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -349,17 +355,24 @@ def _ratio(result: Result, check: Check) -> dict[str, Any]:
 
 
 def measure(options: Options, console: Console) -> list[Result]:
-    """Run every selected endpoint's sides in alternating rounds; return the results."""
+    """Run every selected endpoint's sides in alternating rounds; return the results. With
+    ``options.flamegraphs``, each distinct side is also recorded once by py-spy, after the
+    warm-up round and before the measured ones (:func:`record_flamegraph`)."""
     wrk_path()
+    if options.flamegraphs is not None:
+        flamegraphs.py_spy_path()  # missing: say so before anything starts
     chosen = [e for e in ENDPOINTS if not options.keyword or options.keyword in e.name]
     if not chosen:
         raise CeilingError(f"no endpoint matches {options.keyword!r}")
     needed = {side.server for endpoint in chosen for side in endpoint.sides}
+    distinct = {(side.label, side.path) for endpoint in chosen for side in endpoint.sides}
+    recorded: dict[tuple[str, str], str] = {}
     results: list[Result] = []
     with servers(options.dsn, needed) as running:
         service = running.get("optimized") or running.get("optimized-no-query_cache")
         deal_id = _deal_id(service.url, options.token) if service else ""
         runs = sum(len(e.sides) for e in chosen) * (options.rounds + 1)
+        runs += len(distinct) if options.flamegraphs is not None else 0
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("wrk", total=runs)
             for endpoint in chosen:
@@ -373,7 +386,7 @@ def measure(options: Options, console: Console) -> list[Result]:
                     order = sides if round_no % 2 == 0 else list(reversed(sides))
                     for side in order:
                         server = running[side.server]
-                        url = server.url + side.path.replace("{id}", deal_id)
+                        url = side_url(server, side, deal_id)
                         bar.update(task, description=f"{endpoint.name}: {side.label}")
                         cpu_before = cpu_seconds(server.pid)
                         run = run_wrk(
@@ -387,9 +400,48 @@ def measure(options: Options, console: Console) -> list[Result]:
                             result.rates[side.label].append(run.rate)
                             result.cpu_us[side.label].append(cpu_s / max(run.requests, 1) * 1e6)
                         bar.advance(task)
+                    if round_no == 0 and options.flamegraphs is not None:
+                        for side in sides:
+                            key = (side.label, side.path)
+                            if key not in recorded:
+                                bar.update(task, description=f"py-spy: {side.label} {side.path}")
+                                svg = record_flamegraph(side, running, deal_id, options)
+                                recorded[key] = svg.name
+                                bar.advance(task)
+                            result.flamegraphs[side.label] = recorded[key]
                 result.checks = [_ratio(result, check) for check in endpoint.checks]
                 results.append(result)
     return results
+
+
+def side_url(server: Running, side: Side, deal_id: str) -> str:
+    return server.url + side.path.replace("{id}", deal_id)
+
+
+def record_flamegraph(
+    side: Side, running: dict[str, Running], deal_id: str, options: Options
+) -> Path:
+    """One unmeasured wrk run of ``side`` with py-spy sampling its server into an SVG in
+    ``options.flamegraphs``; the SVG's path. wrk runs a second longer than py-spy samples,
+    so every sample is taken under load."""
+    if options.flamegraphs is None:
+        raise ValueError("options.flamegraphs is not set")
+    server = running[side.server]
+    svg = options.flamegraphs / flamegraphs.svg_name(side.label, side.path)
+    recording = flamegraphs.start(server.pid, svg, duration_s=options.duration_s)
+    try:
+        run_wrk(
+            side_url(server, side, deal_id),
+            token=options.token if side.auth else None,
+            duration_s=math.ceil(options.duration_s) + 1,
+            connections=options.connections,
+        )
+    except BaseException:
+        recording.kill()
+        recording.wait()
+        raise
+    flamegraphs.finish(recording, svg, timeout_s=flamegraphs.WRITE_TIMEOUT_S)
+    return svg
 
 
 def table(results: list[Result]) -> Table:
