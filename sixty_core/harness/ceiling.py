@@ -356,8 +356,8 @@ def _ratio(result: Result, check: Check) -> dict[str, Any]:
 
 def measure(options: Options, console: Console) -> list[Result]:
     """Run every selected endpoint's sides in alternating rounds; return the results. With
-    ``options.flamegraphs``, each distinct side is also recorded once by py-spy, after the
-    warm-up round and before the measured ones (:func:`record_flamegraph`)."""
+    ``options.flamegraphs``, each distinct side is first recorded once by py-spy, before
+    any round (:func:`record_flamegraph`)."""
     wrk_path()
     if options.flamegraphs is not None:
         flamegraphs.py_spy_path()  # missing: say so before anything starts
@@ -365,7 +365,7 @@ def measure(options: Options, console: Console) -> list[Result]:
     if not chosen:
         raise CeilingError(f"no endpoint matches {options.keyword!r}")
     needed = {side.server for endpoint in chosen for side in endpoint.sides}
-    distinct = {(side.label, side.path) for endpoint in chosen for side in endpoint.sides}
+    distinct = {(side.label, side.path): side for endpoint in chosen for side in endpoint.sides}
     recorded: dict[tuple[str, str], str] = {}
     results: list[Result] = []
     with servers(options.dsn, needed) as running:
@@ -375,6 +375,13 @@ def measure(options: Options, console: Console) -> list[Result]:
         runs += len(distinct) if options.flamegraphs is not None else 0
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("wrk", total=runs)
+            # First, so a py-spy that cannot trace stops the run before anything is measured.
+            for side in distinct.values() if options.flamegraphs is not None else ():
+                bar.update(task, description=f"py-spy: {side.label} {side.path}")
+                recorded[side.label, side.path] = record_flamegraph(
+                    side, running, deal_id, options
+                ).name
+                bar.advance(task)
             for endpoint in chosen:
                 result = Result(
                     endpoint.name,
@@ -400,15 +407,11 @@ def measure(options: Options, console: Console) -> list[Result]:
                             result.rates[side.label].append(run.rate)
                             result.cpu_us[side.label].append(cpu_s / max(run.requests, 1) * 1e6)
                         bar.advance(task)
-                    if round_no == 0 and options.flamegraphs is not None:
-                        for side in sides:
-                            key = (side.label, side.path)
-                            if key not in recorded:
-                                bar.update(task, description=f"py-spy: {side.label} {side.path}")
-                                svg = record_flamegraph(side, running, deal_id, options)
-                                recorded[key] = svg.name
-                                bar.advance(task)
-                            result.flamegraphs[side.label] = recorded[key]
+                result.flamegraphs = {
+                    side.label: recorded[side.label, side.path]
+                    for side in sides
+                    if (side.label, side.path) in recorded
+                }
                 result.checks = [_ratio(result, check) for check in endpoint.checks]
                 results.append(result)
     return results
@@ -421,18 +424,21 @@ def side_url(server: Running, side: Side, deal_id: str) -> str:
 def record_flamegraph(
     side: Side, running: dict[str, Running], deal_id: str, options: Options
 ) -> Path:
-    """One unmeasured wrk run of ``side`` with py-spy sampling its server into an SVG in
-    ``options.flamegraphs``; the SVG's path. wrk runs a second longer than py-spy samples,
-    so every sample is taken under load."""
+    """A short warm-up, then one unmeasured wrk run of ``side`` with py-spy sampling its
+    server into an SVG in ``options.flamegraphs``; the SVG's path. wrk runs a second longer
+    than py-spy samples, so every sample is taken under load."""
     if options.flamegraphs is None:
         raise ValueError("options.flamegraphs is not set")
     server = running[side.server]
+    url = side_url(server, side, deal_id)
+    token = options.token if side.auth else None
+    run_wrk(url, token=token, duration_s=1.0, connections=options.connections)
     svg = options.flamegraphs / flamegraphs.svg_name(side.label, side.path)
     recording = flamegraphs.start(server.pid, svg, duration_s=options.duration_s)
     try:
         run_wrk(
-            side_url(server, side, deal_id),
-            token=options.token if side.auth else None,
+            url,
+            token=token,
             duration_s=math.ceil(options.duration_s) + 1,
             connections=options.connections,
         )
