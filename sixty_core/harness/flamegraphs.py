@@ -96,6 +96,10 @@ def finish(process: subprocess.Popen[bytes], svg: Path, *, timeout_s: float) -> 
         raise FlamegraphError(
             f"py-spy did not finish {svg.name} within {timeout_s:.0f} s (its output: {log})"
         ) from None
+    except BaseException:  # Ctrl-C while waiting: py-spy must not outlive the run
+        process.kill()
+        process.wait()
+        raise
     said = log.read_text(errors="replace").strip() if log.exists() else ""
     if process.returncode != 0 or not svg.is_file() or svg.stat().st_size == 0:
         raise FlamegraphError(
