@@ -483,6 +483,17 @@ def main(argv: Sequence[str] | None = None, *, environ: Environ | None = None) -
     except SixtyError as exc:
         err.print(f"[bold red]sixty: error:[/] {exc}", markup=True, soft_wrap=True)
         return 1
+    except OSError as exc:
+        # A path the machine refused (permissions, a full disk, a file where a folder should
+        # be) that no command checked first: the path and the reason, not a traceback.
+        if exc.filename is None:
+            raise
+        err.print(
+            f"[bold red]sixty: error:[/] {exc.filename}: {exc.strerror or exc}",
+            markup=True,
+            soft_wrap=True,
+        )
+        return 1
     except KeyboardInterrupt:
         err.print("sixty: interrupted")
         return 130
@@ -957,6 +968,7 @@ def _bench(args: argparse.Namespace, out: Console) -> int:
 
 async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     from sixty_core.harness import ceiling, flamegraphs
+    from sixty_core.harness.rundir import make_folder
 
     if not (1 <= args.duration <= 600 and args.duration.is_integer()):
         raise SixtyError(
@@ -970,7 +982,7 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
     # Both folders are made now: a path that cannot be one fails before the measuring.
     for flag, folder in (("--out", args.out), ("--flamegraphs", args.flamegraphs)):
         if folder is not None:
-            _writable_folder(flag, folder)
+            make_folder(folder, flag)
     ceiling.wrk_path()
     if args.flamegraphs is not None:
         flamegraphs.py_spy_path()
@@ -999,17 +1011,6 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
         for name in svgs:
             out.print(f"  {name}")
     return 0
-
-
-def _writable_folder(flag: str, folder: Path) -> None:
-    """Create ``folder`` (with its parents); SixtyError naming ``flag`` when it cannot be
-    made or written to."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SixtyError(f"{flag} {folder}: cannot create the folder ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SixtyError(f"{flag} {folder}: the folder is not writable")
 
 
 def _widen_for_logs(out: Console) -> None:

@@ -181,3 +181,52 @@ def test_supervisor_never_removes_a_log_directory_it_was_given(tmp_path: Path) -
     supervisor.log_path("service").write_text("started\n")
     supervisor.stop()
     assert (tmp_path / "service.log").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--quick"],
+        ["load"],
+        ["leaks"],
+        ["reliability"],
+        ["scale"],
+        ["selftest"],
+        ["calibrate"],
+        ["bench"],
+        ["ceiling"],
+    ],
+)
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_work(
+    command: list[str], tmp_path: Path
+) -> None:
+    """A path through a file: the option, the path and the reason, exit 1, no traceback,
+    and nothing started (no database step printed)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = run_sixty(*command, "--out", str(a_file / "results"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"--out {a_file / 'results'}: cannot create the folder" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "provision" not in result.stdout
+
+
+def test_an_output_folder_that_is_a_file_says_so(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    result = run_sixty("bench", "--out", str(a_file))
+    assert result.returncode == 1
+    assert f"--out {a_file} is a file: give a folder" in result.stderr
+    assert a_file.read_text() == "kept"
+
+
+def test_a_refused_path_no_command_checked_is_still_one_line(tmp_path: Path) -> None:
+    """The last net in ``main``: an OSError with a path becomes ``sixty: error: PATH:
+    reason`` (here the tokens file, written after seeding)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    tokens = a_file / "sub" / "tokens.json"
+    result = run_sixty("db", "up", "--scale", "1", "--tokens-file", str(tokens))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"sixty: error: {a_file / 'sub'}: Not a directory" in result.stderr

@@ -26,7 +26,7 @@ import sixty_core
 from sixty_core.benchkit import summary
 from sixty_core.benchkit.progress import PROGRESS_ENV
 from sixty_core.errors import SixtyError
-from sixty_core.harness.rundir import new_run_dir
+from sixty_core.harness.rundir import make_folder, new_run_dir
 
 #: The whole run is bounded: a suite that hangs is killed, and the run fails.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -122,7 +122,7 @@ def run_bench(options: BenchOptions, console: Console) -> Path:
     final = out / "bench.json"
     if final.exists():
         raise BenchError(f"{final} exists; choose another --out (results are never overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     partial = out / ".bench.json.partial"
     progress_file = out / ".progress"
     log = out / "bench.log"

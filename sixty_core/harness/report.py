@@ -32,7 +32,7 @@ from sixty_core.harness.report_sections import (
     statements_table,
 )
 from sixty_core.harness.results import Results, read
-from sixty_core.harness.rundir import write_whole
+from sixty_core.harness.rundir import make_folder, write_whole
 from sixty_core.harness.scaling_results import ScalingRecord
 from sixty_core.reliability import table as reliability_table
 from sixty_core.reliability.scorecard import ReliabilityRecord
@@ -327,7 +327,7 @@ def render(results_path: Path, out: Path) -> ReportPaths:
     results = read(results_path)
     md = markdown(results)
     page = html_report(results)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     paths = ReportPaths(out / "report.md", out / "report.html")
     write_whole({paths.markdown: md, paths.html: page})
     return paths

@@ -3,6 +3,7 @@ files written whole or not at all."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +17,29 @@ def new_run_dir(kind: str, root: Path = Path("reports") / "runs") -> Path:
     return (root / f"{stamp}-{kind}").resolve()
 
 
+def make_folder(folder: Path, flag: str = "--out") -> None:
+    """Create ``folder`` with its parents, or find it there; SixtyError naming ``flag``
+    (the option that gave the path) when it cannot be made or written to: a path through
+    a file, a missing permission, a read-only disk. Commands call it before their work, so
+    such a path costs nothing measured."""
+    if folder.exists() and not folder.is_dir():
+        raise SixtyError(f"{flag} {folder} is a file: give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SixtyError(
+            f"{flag} {folder}: cannot create the folder ({exc.strerror or exc})"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SixtyError(f"{flag} {folder}: the folder is not writable")
+
+
 def prepare_run_dir(out: Path) -> None:
-    """Create ``out``; SixtyError if it already holds anything (runs never overwrite)."""
-    if out.exists() and any(out.iterdir()):
+    """Create ``out``; SixtyError if it already holds anything (runs never overwrite) or
+    cannot be made (:func:`make_folder`)."""
+    if out.is_dir() and any(out.iterdir()):
         raise SixtyError(f"{out} is not empty: give a new --out directory (runs never overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
 
 
 def write_whole(files: Mapping[Path, str | bytes]) -> None:

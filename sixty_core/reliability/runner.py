@@ -22,6 +22,7 @@ from pathlib import Path
 from sixty_core.db import workflow
 from sixty_core.db.provision import provision
 from sixty_core.db.template import clone, create_database, drop_database
+from sixty_core.harness.rundir import make_folder
 from sixty_core.profiles import resolve_profile
 from sixty_core.reliability import sql_scan
 from sixty_core.reliability.catalog import Scenario
@@ -97,7 +98,7 @@ async def run(
     faults' expected log noise (refused reconnects, cancelled requests) goes to
     ``scenarios.log`` beside it, not to the terminal."""
     started = time.monotonic()
-    options.out.mkdir(parents=True, exist_ok=True)
+    make_folder(options.out)
     outcomes: list[Outcome] = []
     with _logs_to(options.out / "scenarios.log"):
         await _run_all(options, settings, outcomes, on_outcome)
