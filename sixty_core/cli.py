@@ -977,6 +977,9 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
         )
     if not 1 <= args.rounds <= 50:
         raise SixtyError(f"--rounds must be between 1 and 50, got {args.rounds}")
+    if not 1 <= args.scale <= 1000:  # scale 0 seeds no owner: no token would answer
+        raise SixtyError(f"--scale must be between 1 and 1000, got {args.scale}")
+    ceiling.endpoints_matching(args.keyword)  # a -k that matches nothing, before seeding
     if not 1 <= args.connections <= 1000:
         raise SixtyError(f"--connections must be between 1 and 1000, got {args.connections}")
     # Both folders are made now: a path that cannot be one fails before the measuring.

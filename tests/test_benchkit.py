@@ -253,6 +253,15 @@ def test_sixty_bench_reports_a_failing_suite_and_writes_no_result(tmp_path: Path
     assert (out / "bench.log").exists()
 
 
+def test_sixty_bench_says_when_no_benchmark_matches_k(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_sixty("bench", "--quick", "-k", "no_such_benchmark", "--out", str(out))
+    assert result.returncode == 1
+    assert "no benchmark matches -k 'no_such_benchmark'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "bench.json").exists()
+
+
 @pytest.mark.slow
 def test_sixty_bench_quick_writes_json_and_prints_the_table(tmp_path: Path) -> None:
     """A real timed run of two suites: the JSON holds both profiles' sides and counters."""

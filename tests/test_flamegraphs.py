@@ -1,6 +1,6 @@
 """py-spy flame graphs of a live process (``sixty ceiling --flamegraphs``), with real
-py-spy against real processes; and the ceiling's checks of its folders and duration, made
-before anything is seeded."""
+py-spy against real processes; and the ceiling's checks of its folders, duration, scale
+and endpoint filter, made before anything is seeded."""
 
 from __future__ import annotations
 
@@ -111,3 +111,19 @@ def test_sixty_ceiling_refuses_a_duration_wrk_cannot_take() -> None:
     result = run_sixty("ceiling", "--duration", "2.5")
     assert result.returncode == 1
     assert "whole seconds" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scale", "0"], "--scale must be between 1 and 1000, got 0"),
+        (["-k", "no such endpoint"], "no endpoint matches -k 'no such endpoint'; the endpoints"),
+    ],
+)
+def test_sixty_ceiling_refuses_what_cannot_run_before_seeding(
+    args: list[str], message: str
+) -> None:
+    result = run_sixty("ceiling", *args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "seed" not in result.stdout

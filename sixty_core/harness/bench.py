@@ -149,13 +149,15 @@ def run_bench(options: BenchOptions, console: Console) -> Path:
         )
         deadline = time.monotonic() + options.timeout_s
         seen = 0
+        collected: int | None = None
         try:
             while True:
                 finished = process.poll() is not None
                 events, seen = _events(progress_file, seen)
                 for event in events:
                     if "total" in event:
-                        bar.update(task, total=event["total"], description="")
+                        collected = event["total"]
+                        bar.update(task, total=collected, description="")
                     elif "done" in event:
                         name = event["done"].split("::")[-1]
                         # Test ids hold brackets ([/api/stages]): not markup.
@@ -177,6 +179,15 @@ def run_bench(options: BenchOptions, console: Console) -> Path:
                 process.kill()
                 process.wait(timeout=30)
     progress_file.unlink(missing_ok=True)
+    if collected == 0:
+        partial.unlink(missing_ok=True)
+        raise BenchError(
+            f"no benchmark matches -k {options.keyword!r}: -k takes pytest's expressions of "
+            "test names, e.g. -k caches or -k 'uncached_get_deal or move_deal'; full log: "
+            + str(log)
+            if options.keyword
+            else f"the suites at {suites} hold no benchmark; full log: {log}"
+        )
     if process.returncode != 0:
         partial.unlink(missing_ok=True)
         what = f"{len(failed)} failed: {', '.join(failed)}" if failed else "pytest failed"

@@ -354,6 +354,16 @@ def _ratio(result: Result, check: Check) -> dict[str, Any]:
     }
 
 
+def endpoints_matching(keyword: str | None) -> list[Endpoint]:
+    """The endpoints whose name contains ``keyword`` (all without one); CeilingError naming
+    them all when none does."""
+    chosen = [e for e in ENDPOINTS if not keyword or keyword in e.name]
+    if not chosen:
+        names = ", ".join(repr(e.name) for e in ENDPOINTS)
+        raise CeilingError(f"no endpoint matches -k {keyword!r}; the endpoints are {names}")
+    return chosen
+
+
 def measure(options: Options, console: Console) -> list[Result]:
     """Run every selected endpoint's sides in alternating rounds; return the results. With
     ``options.flamegraphs``, each distinct side is first recorded once by py-spy, before
@@ -361,9 +371,7 @@ def measure(options: Options, console: Console) -> list[Result]:
     wrk_path()
     if options.flamegraphs is not None:
         flamegraphs.py_spy_path()  # missing: say so before anything starts
-    chosen = [e for e in ENDPOINTS if not options.keyword or options.keyword in e.name]
-    if not chosen:
-        raise CeilingError(f"no endpoint matches {options.keyword!r}")
+    chosen = endpoints_matching(options.keyword)
     needed = {side.server for endpoint in chosen for side in endpoint.sides}
     distinct = {(side.label, side.path): side for endpoint in chosen for side in endpoint.sides}
     recorded: dict[tuple[str, str], str] = {}
