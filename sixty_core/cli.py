@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seed size when provisioning (default {DEFAULT_SEED_SCALE})",
     )
     serve.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
-    serve.add_argument("--port", type=int, default=None, help="service port (default: free)")
-    serve.add_argument("--edge-port", type=int, default=None, help="edge port (default: free)")
+    serve.add_argument("--port", type=tcp_port, default=None, help="service port (default: free)")
+    serve.add_argument("--edge-port", type=tcp_port, default=None, help="edge port (default: free)")
     serve.add_argument(
         "--time-scale",
         type=float,
@@ -467,6 +467,19 @@ def check_remote_workers(args: argparse.Namespace) -> None:
         raise SixtyError(f"--remote-workers must be between 0 and 256, got {args.remote_workers}")
     if args.remote_workers:
         split_bind(args.master_bind)
+
+
+def tcp_port(text: str) -> int:
+    """An argparse type: a TCP port a server can listen on, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"a TCP port is a whole number from 1 to 65535, got {text!r}"
+        )
+    return port
 
 
 def main(argv: Sequence[str] | None = None, *, environ: Environ | None = None) -> int:

@@ -230,3 +230,10 @@ def test_a_refused_path_no_command_checked_is_still_one_line(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"sixty: error: {a_file / 'sub'}: Not a directory" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999", "-1", "http"])
+def test_serve_refuses_a_port_no_server_can_listen_on(port: str) -> None:
+    result = run_sixty("serve", f"--port={port}")
+    assert result.returncode == 2
+    assert f"a TCP port is a whole number from 1 to 65535, got {port!r}" in result.stderr
