@@ -14,6 +14,7 @@ failure says so instead of leaving an empty file.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -58,7 +59,7 @@ def start(pid: int, svg: Path, *, duration_s: float) -> subprocess.Popen[bytes]:
     """Start sampling process ``pid`` for ``duration_s`` (rounded up to whole seconds, as
     py-spy counts them) into the flame graph ``svg``; :func:`finish` waits for it."""
     svg.parent.mkdir(parents=True, exist_ok=True)
-    seconds = max(1, int(-(-duration_s // 1)))
+    seconds = max(1, math.ceil(duration_s))
     log = svg.with_suffix(".log")
     with log.open("wb") as output:
         return subprocess.Popen(
