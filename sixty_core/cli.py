@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="also record a py-spy flame graph (SVG) of each side's server under wrk into DIR: "
-        "one extra, unmeasured run per side after the warm-up (needs py-spy and ptrace "
+        "one extra, unmeasured run per side before the measured rounds (needs py-spy and ptrace "
         "permission: root, or kernel.yama.ptrace_scope=0)",
     )
     return parser
