@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 import pytest_asyncio
 
 from sixty_core.db.migrate import migrate
-from sixty_core.db.provision import Database, check_dsn, connect, provision, redact_dsn
+from sixty_core.db.provision import (
+    Database,
+    check_dsn,
+    connect,
+    postgres_said,
+    provision,
+    redact_dsn,
+    start_embedded,
+)
 from sixty_core.db.seed import seed
 from sixty_core.db.template import create_database, drop_database
 from sixty_core.errors import ProvisionError
@@ -119,3 +130,33 @@ async def test_no_dsn_form_echoes_its_password(dsn: str) -> None:
     with pytest.raises(ProvisionError) as info:
         await connect(dsn, timeout_s=2)
     assert "hunter2-very-secret" not in str(info.value)
+
+
+def test_an_embedded_postgres_that_cannot_start_says_what_postgres_said() -> None:
+    """initdb refuses a data folder that already holds a file; pgserver's exception has
+    only the exit status, the error must carry initdb's own words. (The folder is made in
+    the system's temp, not pytest's: pgserver opens its parents to its own user.)"""
+    pgdata = Path(tempfile.mkdtemp(prefix="sixty-test-pg-"))
+    try:
+        (pgdata / "in-the-way").write_text("")
+        with pytest.raises(ProvisionError) as refused:
+            start_embedded(pgdata)
+    finally:
+        shutil.rmtree(pgdata, ignore_errors=True)
+    message = str(refused.value)
+    assert "did not start" in message and "it said:" in message
+    assert "is not empty" in message
+    assert message.endswith("try --db container or --db url")
+
+
+def test_what_postgres_said_is_read_from_pgservers_failure_log() -> None:
+    logged = (
+        "Failed postgres command (1, ['initdb']) with kwargs: `{}`:\nerror:\nexit 1\n"
+        "stdout:\nThe files belonging to this database system\n---\n"
+        'stderr:\ninitdb: error: directory "/x" exists but is not empty\n'
+        "initdb: hint: remove it\n---\n"
+    )
+    assert postgres_said(logged) == (
+        'initdb: error: directory "/x" exists but is not empty / initdb: hint: remove it'
+    )
+    assert postgres_said("no stderr section") == ""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import shutil
 import tempfile
@@ -150,16 +151,54 @@ async def _url(settings: Settings) -> AsyncIterator[Database]:
     yield Database(dsn=settings.database_url, backend="url")
 
 
+class _PgserverErrors(logging.Handler):
+    """Keeps what pgserver logs at ERROR: a failed initdb or pg_ctl is logged there with
+    its own stderr, while the exception it raises carries only the exit status."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def postgres_said(logged: str, *, lines: int = 3) -> str:
+    """The last ``lines`` lines of the command's stderr in pgserver's failure log (it ends
+    ``stderr:\n...\n---``), or "" when there is none."""
+    _, found, rest = logged.rpartition("stderr:\n")
+    if not found:
+        return ""
+    said = [line.strip() for line in rest.split("\n---")[0].splitlines() if line.strip()]
+    return " / ".join(said[-lines:])
+
+
+def start_embedded(pgdata: Path) -> Any:
+    """Start pgserver's Postgres in ``pgdata``; ProvisionError with what initdb or pg_ctl
+    printed when it cannot (pgserver's own exception has only the exit status)."""
+    errors = _PgserverErrors()
+    logging.getLogger("pgserver").addHandler(errors)
+    try:
+        return _start_pgserver(pgdata)
+    except Exception as exc:
+        said = postgres_said(errors.messages[-1]) if errors.messages else ""
+        raise ProvisionError(
+            f"the embedded Postgres (pgserver) did not start: {exc}"
+            + (f"; it said: {said}" if said else "")
+            + "; try --db container or --db url"
+        ) from exc
+    finally:
+        logging.getLogger("pgserver").removeHandler(errors)
+
+
 @asynccontextmanager
 async def _embedded() -> AsyncIterator[Database]:
     pgdata = Path(tempfile.mkdtemp(prefix="sixty-pg-"))
     try:
-        server = await asyncio.to_thread(_start_pgserver, pgdata)
-    except Exception as exc:
+        server = await asyncio.to_thread(start_embedded, pgdata)
+    except ProvisionError:
         shutil.rmtree(pgdata, ignore_errors=True)
-        raise ProvisionError(
-            f"the embedded Postgres (pgserver) did not start: {exc}; try --db container or --db url"
-        ) from exc
+        raise
     try:
         yield Database(
             dsn=server.get_uri(),
