@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sixty_core.cli import main
 from sixty_core.harness.servers import Supervisor, free_port
 
 
@@ -198,31 +199,31 @@ def test_supervisor_never_removes_a_log_directory_it_was_given(tmp_path: Path) -
     ],
 )
 def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_work(
-    command: list[str], tmp_path: Path
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A path through a file: the option, the path and the reason, exit 1, no traceback,
-    and nothing started (no database step printed)."""
+    and nothing started (no database step printed). In process: it fails before any work."""
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    result = run_sixty(*command, "--out", str(a_file / "results"))
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert f"--out {a_file / 'results'}: cannot create the folder" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert "provision" not in result.stdout
+    assert main([*command, "--out", str(a_file / "results")]) == 1
+    printed = capsys.readouterr()
+    assert f"--out {a_file / 'results'}: cannot create the folder" in printed.err
+    assert "provision" not in printed.out
 
 
-def test_an_output_folder_that_is_a_file_says_so(tmp_path: Path) -> None:
+def test_an_output_folder_that_is_a_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("kept")
-    result = run_sixty("bench", "--out", str(a_file))
-    assert result.returncode == 1
-    assert f"--out {a_file} is a file: give a folder" in result.stderr
+    assert main(["bench", "--out", str(a_file)]) == 1
+    assert f"--out {a_file} is a file: give a folder" in capsys.readouterr().err
     assert a_file.read_text() == "kept"
 
 
 def test_a_refused_path_no_command_checked_is_still_one_line(tmp_path: Path) -> None:
     """The last net in ``main``: an OSError with a path becomes ``sixty: error: PATH:
-    reason`` (here the tokens file, written after seeding)."""
+    reason`` (here the tokens file, written after seeding), not a traceback."""
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     tokens = a_file / "sub" / "tokens.json"
@@ -233,7 +234,10 @@ def test_a_refused_path_no_command_checked_is_still_one_line(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("port", ["0", "65536", "99999", "-1", "http"])
-def test_serve_refuses_a_port_no_server_can_listen_on(port: str) -> None:
-    result = run_sixty("serve", f"--port={port}")
-    assert result.returncode == 2
-    assert f"a TCP port is a whole number from 1 to 65535, got {port!r}" in result.stderr
+def test_serve_refuses_a_port_no_server_can_listen_on(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", f"--port={port}"])
+    assert exited.value.code == 2
+    assert f"a TCP port is a whole number from 1 to 65535, got {port!r}" in capsys.readouterr().err

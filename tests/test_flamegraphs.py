@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sixty_core.cli import main
 from sixty_core.harness import flamegraphs
 from sixty_core.harness.flamegraphs import FlamegraphError
-from tests.test_cli import run_sixty
 
 #: A Python process with one recognisable function on its stack while it spins.
 SPINNER = """
@@ -97,33 +97,28 @@ def test_without_py_spy_the_error_says_how_to_install_it(
 
 @pytest.mark.parametrize("flag", ["--out", "--flamegraphs"])
 def test_sixty_ceiling_refuses_a_folder_it_cannot_make_before_seeding(
-    flag: str, tmp_path: Path
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    result = run_sixty("ceiling", flag, str(a_file / "inside"))
-    assert result.returncode == 1
-    assert f"{flag} {a_file / 'inside'}: cannot create the folder" in result.stderr
-    assert "seed" not in result.stdout  # refused before any database work
-
-
-def test_sixty_ceiling_refuses_a_duration_wrk_cannot_take() -> None:
-    result = run_sixty("ceiling", "--duration", "2.5")
-    assert result.returncode == 1
-    assert "whole seconds" in result.stderr
+    assert main(["ceiling", flag, str(a_file / "inside")]) == 1
+    printed = capsys.readouterr()
+    assert f"{flag} {a_file / 'inside'}: cannot create the folder" in printed.err
+    assert "seed" not in printed.out  # refused before any database work
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--duration", "2.5"], "whole seconds"),
         (["--scale", "0"], "--scale must be between 1 and 1000, got 0"),
         (["-k", "no such endpoint"], "no endpoint matches -k 'no such endpoint'; the endpoints"),
     ],
 )
 def test_sixty_ceiling_refuses_what_cannot_run_before_seeding(
-    args: list[str], message: str
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_sixty("ceiling", *args)
-    assert result.returncode == 1
-    assert message in result.stderr
-    assert "seed" not in result.stdout
+    assert main(["ceiling", *args]) == 1
+    printed = capsys.readouterr()
+    assert message in printed.err
+    assert "seed" not in printed.out
