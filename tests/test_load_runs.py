@@ -184,6 +184,9 @@ def worker_env_file(path: Path) -> dict[str, str]:
     return env
 
 
+# About 18 s: in `make test-slow` (and .ci/run), to keep `make test` inside its 15 minutes;
+# `make test` still runs two harness-started workers merging their samples (above).
+@pytest.mark.slow
 def test_a_worker_started_elsewhere_joins_a_steps_run(tmp_path: Path, scenario_file: Path) -> None:
     """``--remote-workers``: the master waits on its bind address for a worker the
     harness did not start (here a process on loopback started from ``worker.env``, as
