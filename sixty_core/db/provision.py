@@ -152,15 +152,15 @@ async def _url(settings: Settings) -> AsyncIterator[Database]:
 
 
 class _PgserverErrors(logging.Handler):
-    """Keeps what pgserver logs at ERROR: a failed initdb or pg_ctl is logged there with
-    its own stderr, while the exception it raises carries only the exit status."""
+    """Keeps the last thing pgserver logs at ERROR: a failed initdb or pg_ctl is logged
+    there with its own stderr, while the exception it raises carries only the exit status."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
-        self.messages: list[str] = []
+        self.last = ""
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        self.last = record.getMessage()
 
 
 def postgres_said(logged: str, *, lines: int = 3) -> str:
@@ -181,7 +181,7 @@ def start_embedded(pgdata: Path) -> Any:
     try:
         return _start_pgserver(pgdata)
     except Exception as exc:
-        said = postgres_said(errors.messages[-1]) if errors.messages else ""
+        said = postgres_said(errors.last)
         raise ProvisionError(
             f"the embedded Postgres (pgserver) did not start: {exc}"
             + (f"; it said: {said}" if said else "")

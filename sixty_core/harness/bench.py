@@ -181,13 +181,13 @@ def run_bench(options: BenchOptions, console: Console) -> Path:
     progress_file.unlink(missing_ok=True)
     if collected == 0:
         partial.unlink(missing_ok=True)
-        raise BenchError(
-            f"no benchmark matches -k {options.keyword!r}: -k takes pytest's expressions of "
-            "test names, e.g. -k caches or -k 'uncached_get_deal or move_deal'; full log: "
-            + str(log)
-            if options.keyword
-            else f"the suites at {suites} hold no benchmark; full log: {log}"
-        )
+        if options.keyword:
+            raise BenchError(
+                f"no benchmark matches -k {options.keyword!r}: -k takes pytest's expressions "
+                "of test names, e.g. -k caches or -k 'uncached_get_deal or move_deal'; "
+                f"full log: {log}"
+            )
+        raise BenchError(f"the suites at {suites} hold no benchmark; full log: {log}")
     if process.returncode != 0:
         partial.unlink(missing_ok=True)
         what = f"{len(failed)} failed: {', '.join(failed)}" if failed else "pytest failed"

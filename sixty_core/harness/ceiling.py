@@ -384,12 +384,13 @@ def measure(options: Options, console: Console) -> list[Result]:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("wrk", total=runs)
             # First, so a py-spy that cannot trace stops the run before anything is measured.
-            for side in distinct.values() if options.flamegraphs is not None else ():
-                bar.update(task, description=f"py-spy: {side.label} {side.path}")
-                recorded[side.label, side.path] = record_flamegraph(
-                    side, running, deal_id, options
-                ).name
-                bar.advance(task)
+            if options.flamegraphs is not None:
+                for key, side in distinct.items():
+                    bar.update(task, description=f"py-spy: {side.label} {side.path}")
+                    server = running[side.server]
+                    svg = record_flamegraph(side, server, deal_id, options.flamegraphs, options)
+                    recorded[key] = svg.name
+                    bar.advance(task)
             for endpoint in chosen:
                 result = Result(
                     endpoint.name,
@@ -430,18 +431,15 @@ def side_url(server: Running, side: Side, deal_id: str) -> str:
 
 
 def record_flamegraph(
-    side: Side, running: dict[str, Running], deal_id: str, options: Options
+    side: Side, server: Running, deal_id: str, folder: Path, options: Options
 ) -> Path:
     """A short warm-up, then one unmeasured wrk run of ``side`` with py-spy sampling its
-    server into an SVG in ``options.flamegraphs``; the SVG's path. wrk runs a second longer
-    than py-spy samples, so every sample is taken under load."""
-    if options.flamegraphs is None:
-        raise ValueError("options.flamegraphs is not set")
-    server = running[side.server]
+    ``server`` into an SVG in ``folder``; the SVG's path. wrk runs a second longer than
+    py-spy samples, so every sample is taken under load."""
     url = side_url(server, side, deal_id)
     token = options.token if side.auth else None
     run_wrk(url, token=token, duration_s=1.0, connections=options.connections)
-    svg = options.flamegraphs / flamegraphs.svg_name(side.label, side.path)
+    svg = folder / flamegraphs.svg_name(side.label, side.path)
     recording = flamegraphs.start(server.pid, svg, duration_s=options.duration_s)
     try:
         run_wrk(
