@@ -29,6 +29,7 @@ from sixty_core.db.provision import Database, connect, provision
 from sixty_core.db.seed import SeedReport, seed
 from sixty_core.errors import SixtyError
 from sixty_core.faults import TEST_FAULTS
+from sixty_core.harness import rundir
 from sixty_core.load.scenario import Scenario
 from sixty_core.settings import DB_BACKENDS, DEFAULT_SEED, DEFAULT_SEED_SCALE, Settings
 from sixty_core.types import Environ
@@ -492,6 +493,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Environ | None = None) -
         settings = _settings(args, env)
         if getattr(args, "tokens_file", None) is not None:
             args.tokens_file = args.tokens_file.resolve()
+            if _writes_tokens(args):
+                # Written after seeding: a path that cannot take it is refused first.
+                rundir.check_output_file(args.tokens_file, "--tokens-file")
         return asyncio.run(_dispatch(args, settings, out))
     except SixtyError as exc:
         err.print(f"[bold red]sixty: error:[/] {exc}", markup=True, soft_wrap=True)
@@ -510,6 +514,11 @@ def main(argv: Sequence[str] | None = None, *, environ: Environ | None = None) -
     except KeyboardInterrupt:
         err.print("sixty: interrupted")
         return 130
+
+
+def _writes_tokens(args: argparse.Namespace) -> bool:
+    """Whether the command writes ``--tokens-file`` (probe only reads it)."""
+    return args.command == "serve" or getattr(args, "db_command", None) == "up"
 
 
 def _settings(args: argparse.Namespace, env: Environ) -> Settings:

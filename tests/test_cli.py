@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sixty_core import cli
 from sixty_core.cli import main
 from sixty_core.harness.servers import Supervisor, free_port
 
@@ -221,16 +222,36 @@ def test_an_output_folder_that_is_a_file_says_so(
     assert a_file.read_text() == "kept"
 
 
-def test_a_refused_path_no_command_checked_is_still_one_line(tmp_path: Path) -> None:
-    """The last net in ``main``: an OSError with a path becomes ``sixty: error: PATH:
-    reason`` (here the tokens file, written after seeding), not a traceback."""
+def test_a_refused_path_no_command_checked_is_still_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last net in ``main``: an OSError with a path, from any command, becomes
+    ``sixty: error: PATH: reason``, not a traceback. (Every path a command takes is checked
+    first today, so a command is made to raise one.)"""
+
+    async def refused(*_: object) -> int:
+        raise PermissionError(13, "Permission denied", "/srv/results")
+
+    monkeypatch.setattr(cli, "_dispatch", refused)
+    assert main(["db", "check"]) == 1
+    assert capsys.readouterr().err.strip() == "sixty: error: /srv/results: Permission denied"
+
+
+@pytest.mark.parametrize("command", [["db", "up", "--scale", "1"], ["serve"]])
+@pytest.mark.parametrize("kind", ["through a file", "a folder"])
+def test_a_tokens_file_that_cannot_be_written_is_refused_before_seeding(
+    command: list[str], kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``db up`` and ``serve`` write the tokens after seeding: a path that cannot take
+    them is refused first, in one line naming the option (no database is started)."""
     a_file = tmp_path / "a-file"
-    a_file.write_text("")
-    tokens = a_file / "sub" / "tokens.json"
-    result = run_sixty("db", "up", "--scale", "1", "--tokens-file", str(tokens))
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert f"sixty: error: {a_file / 'sub'}: Not a directory" in result.stderr
+    a_file.write_text("kept")
+    tokens = a_file / "sub" / "tokens.json" if kind == "through a file" else tmp_path
+    assert main([*command, "--tokens-file", str(tokens)]) == 1
+    err = capsys.readouterr().err
+    assert "--tokens-file" in err
+    assert ("cannot create the folder" if kind == "through a file" else "is a folder") in err
+    assert a_file.read_text() == "kept"
 
 
 @pytest.mark.parametrize("port", ["0", "65536", "99999", "-1", "http"])

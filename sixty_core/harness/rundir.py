@@ -34,6 +34,17 @@ def make_folder(folder: Path, flag: str = "--out") -> None:
         raise SixtyError(f"{flag} {folder}: the folder is not writable")
 
 
+def check_output_file(path: Path, flag: str) -> None:
+    """Make sure ``path`` can be written later: its folder made (:func:`make_folder`), and
+    the path itself not a folder nor a file this user cannot write; SixtyError naming
+    ``flag`` otherwise. Nothing is written to ``path`` itself."""
+    if path.is_dir():
+        raise SixtyError(f"{flag} {path} is a folder: give a file path")
+    make_folder(path.parent, flag)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SixtyError(f"{flag} {path}: the file is not writable")
+
+
 def prepare_run_dir(out: Path) -> None:
     """Create ``out``; SixtyError if it already holds anything (runs never overwrite) or
     cannot be made (:func:`make_folder`)."""
