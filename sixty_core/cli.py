@@ -250,7 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     ceiling.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     ceiling.add_argument("-k", dest="keyword", default=None, help="only endpoints containing K")
     ceiling.add_argument(
-        "--out", type=Path, default=None, help="also write ceiling.json into this folder"
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write ceiling.json (every round) and ceiling.md (the table) "
+        "(default: a new folder under reports/runs/)",
+    )
+    ceiling.add_argument(
+        "--show",
+        type=Path,
+        default=None,
+        metavar="CEILING_JSON",
+        help="print the table of an existing ceiling.json and exit (runs nothing)",
     )
     ceiling.add_argument(
         "--flamegraphs",
@@ -990,8 +1001,14 @@ def _bench(args: argparse.Namespace, out: Console) -> int:
 
 async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     from sixty_core.harness import ceiling, flamegraphs
-    from sixty_core.harness.rundir import make_folder
+    from sixty_core.harness.rundir import make_folder, new_run_dir
 
+    if args.show is not None:
+        results, settings_of_run = ceiling.load(args.show)
+        _widen_for_logs(out)
+        out.print(ceiling.table(results))
+        out.print(ceiling.summary(results, int(settings_of_run["rounds"])))
+        return 0
     if not (1 <= args.duration <= 600 and args.duration.is_integer()):
         raise SixtyError(
             "--duration must be between 1 and 600 whole seconds (wrk counts whole seconds), "
@@ -1004,6 +1021,7 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
     ceiling.endpoints_matching(args.keyword)  # a -k that matches nothing, before seeding
     if not 1 <= args.connections <= 1000:
         raise SixtyError(f"--connections must be between 1 and 1000, got {args.connections}")
+    args.out = (args.out or new_run_dir("ceiling")).resolve()
     # Both folders are made now: a path that cannot be one fails before the measuring.
     for flag, folder in (("--out", args.out), ("--flamegraphs", args.flamegraphs)):
         if folder is not None:
@@ -1026,10 +1044,8 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
         results = await asyncio.to_thread(ceiling.measure, options, out)
     out.print(ceiling.table(results))
     out.print(ceiling.summary(results, args.rounds))
-    if args.out is not None:
-        path = args.out.resolve() / "ceiling.json"
-        ceiling.write(results, options, path)
-        out.print(f"results: {path}")
+    path = ceiling.write(results, options, args.out)
+    out.print(f"results: {path} (table: {path.with_name(ceiling.MARKDOWN_NAME)})")
     if options.flamegraphs is not None:
         svgs = sorted({name for result in results for name in result.flamegraphs.values()})
         out.print(f"flame graphs ({len(svgs)}, open in a browser): {options.flamegraphs}")

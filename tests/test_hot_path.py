@@ -357,6 +357,7 @@ def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any)
     assert result.returncode == 0, result.stderr + result.stdout
     data = msgspec.json.decode((tmp_path / "ceiling.json").read_bytes())
     (stages,) = data["results"]
+    assert "| **GET /api/stages** |" in (tmp_path / "ceiling.md").read_text()
     # One flame graph per side, each of its own server: the app's layers appear only in the
     # service's, and the bare hello's is Starlette alone.
     graphs = {

@@ -26,13 +26,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,10 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
+import sixty_core
 from sixty_core.benchkit.interleave import bootstrap_median_interval
 from sixty_core.errors import SixtyError
-from sixty_core.harness import flamegraphs
+from sixty_core.harness import fingerprint, flamegraphs, rundir
 from sixty_core.harness.servers import (
     Supervisor,
     free_port,
@@ -137,7 +140,6 @@ class Options:
     rounds: int = 5
     connections: int = 32
     keyword: str | None = None
-    out: Path | None = None
     #: Where to write a py-spy flame graph of each side (one unmeasured run each).
     flamegraphs: Path | None = None
 
@@ -329,7 +331,9 @@ def _median_ratio(tops: list[float], bottoms: list[float]) -> MedianRatio | None
     return statistics.median(per_round), low, high
 
 
-def _ratio(result: Result, check: Check) -> dict[str, Any]:
+def judge(result: Result, check: Check) -> dict[str, Any]:
+    """``check`` on ``result``'s rounds: its ratio by rate and by CPU, each with its
+    interval, and the verdict (CeilingError when the denominator never answered)."""
     by_rate = _median_ratio(result.rates[check.numerator], result.rates[check.denominator])
     if by_rate is None:
         raise CeilingError(
@@ -421,7 +425,7 @@ def measure(options: Options, console: Console) -> list[Result]:
                     for side in sides
                     if (side.label, side.path) in recorded
                 }
-                result.checks = [_ratio(result, check) for check in endpoint.checks]
+                result.checks = [judge(result, check) for check in endpoint.checks]
                 results.append(result)
     return results
 
@@ -506,19 +510,91 @@ def _with_interval(value: float | None, low: float | None, high: float | None) -
     return f"{value:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else "")
 
 
-def write(results: list[Result], options: Options, path: Path) -> None:
+#: What ``--out`` holds after a run.
+JSON_NAME, MARKDOWN_NAME = "ceiling.json", "ceiling.md"
+
+
+def write(results: list[Result], options: Options, folder: Path) -> Path:
+    """Write ``ceiling.json`` (every round's figures) and ``ceiling.md`` (the table and the
+    verdicts) into ``folder``, both whole or neither; return the JSON's path. The commit
+    and the machine are recorded with them: a ratio means something only beside what was
+    measured, and where."""
+    commit, dirty = fingerprint.git_state(Path(sixty_core.__file__).resolve().parent.parent)
     data = {
         "tool": "wrk",
         "threads": WRK_THREADS,
         "connections": options.connections,
         "duration_s": options.duration_s,
         "rounds": options.rounds,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "cores": os.cpu_count() or 0,
+        "cpu_model": fingerprint.cpu_model(),
         "results": [asdict(r) for r in results],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=2))
-    partial.rename(path)
+    # The JSON is renamed into place last: a failure on the way leaves no record of a run.
+    rundir.write_whole(
+        {
+            folder / MARKDOWN_NAME: markdown(results, data),
+            folder / JSON_NAME: json.dumps(data, indent=2) + "\n",
+        }
+    )
+    return folder / JSON_NAME
+
+
+def load(path: Path) -> tuple[list[Result], dict[str, Any]]:
+    """The results and the settings of a ``ceiling.json`` (SixtyError when it is not one)."""
+    try:
+        data = json.loads(path.read_text())
+        results = [Result(**item) for item in data["results"]]
+        int(data["rounds"])
+    except OSError as exc:
+        raise SixtyError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError):
+        raise SixtyError(f"{path}: not a ceiling.json written by sixty ceiling") from None
+    return results, data
+
+
+def markdown(results: list[Result], settings: Mapping[str, Any]) -> str:
+    """The run as a Markdown page: how it was measured, then per endpoint each side's rate
+    and CPU per request, and each check with its interval and verdict."""
+    commit = str(settings.get("git_commit", "unknown"))[:12]
+    lines = [
+        "# sixty ceiling",
+        "",
+        f"wrk over loopback, {settings['threads']} threads, {settings['connections']} "
+        f"connections, {settings['rounds']} rounds of {settings['duration_s']:g} s, sides "
+        f"alternating; commit `{commit}`"
+        + (" (with uncommitted changes)" if settings.get("git_dirty") else "")
+        + f", {settings.get('cores', '?')} cores ({settings.get('cpu_model', 'unknown')}), "
+        f"{settings.get('created_at', 'time unknown')}.",
+        "",
+        "Each ratio is the median of per-round ratios with its 95% bootstrap interval; a "
+        "target is met or not met when the whole interval is on one side of it, "
+        "inconclusive when it straddles it.",
+        "",
+        "| endpoint / side | req/s (median) | CPU µs/req | target | measured [95% CI] | "
+        "verdict | by CPU [95% CI] |",
+        "|---|---:|---:|---|---|---|---|",
+    ]
+    for result in results:
+        lines.append(f"| **{result.endpoint}** | | | | | | |")
+        for label, rates in result.rates.items():
+            lines.append(
+                f"| {label} | {statistics.median(rates):,.0f} | "
+                f"{statistics.median(result.cpu_us[label]):,.0f} | | | | |"
+            )
+        for check in result.checks:
+            lines.append(
+                f"| {check['numerator']}/{check['denominator']} | | | "
+                f"{check['meaning']} {check['op']} {check['limit']:g} | "
+                f"{_with_interval(check['ratio'], check['low'], check['high'])} | "
+                f"**{check['verdict']}** | "
+                f"{_with_interval(check['cpu_ratio'], check['cpu_low'], check['cpu_high'])} |"
+            )
+    lines += ["", summary(results, int(settings["rounds"])), ""]
+    return "\n".join(lines)
 
 
 def token_for(seed: int, owner_index: int = 1) -> str:
