@@ -63,7 +63,18 @@ def test_show_prints_a_saved_run_without_measuring(
     assert ceiling.summary(results, 3) in shown
 
 
-@pytest.mark.parametrize("content", [None, "{}", '{"results": [{"nope": 1}], "rounds": 3}'])
+_NOT_A_RUN = [
+    None,
+    "{}",
+    "[1, 2]",
+    '{"results": [{"nope": 1}], "rounds": 3}',
+    # A result whose check lacks its figures: the table would fail half-way.
+    '{"results": [{"endpoint": "GET /x", "checks": [{"verdict": "met"}]}], "rounds": 3, '
+    '"threads": 2, "connections": 32, "duration_s": 5}',
+]
+
+
+@pytest.mark.parametrize("content", _NOT_A_RUN)
 def test_show_refuses_what_is_not_a_ceiling_json_in_one_line(
     content: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -516,7 +516,8 @@ JSON_NAME, MARKDOWN_NAME = "ceiling.json", "ceiling.md"
 
 def write(results: list[Result], options: Options, folder: Path) -> Path:
     """Write ``ceiling.json`` (every round's figures) and ``ceiling.md`` (the table and the
-    verdicts) into ``folder``, both whole or neither; return the JSON's path. The commit
+    verdicts) into ``folder``, each whole, the JSON last (a write that fails leaves no
+    ``ceiling.json`` of this run); return the JSON's path. The commit
     and the machine are recorded with them: a ratio means something only beside what was
     measured, and where."""
     commit, dirty = fingerprint.git_state(Path(sixty_core.__file__).resolve().parent.parent)
@@ -548,7 +549,7 @@ def load(path: Path) -> tuple[list[Result], dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
         results = [Result(**item) for item in data["results"]]
-        int(data["rounds"])
+        markdown(results, data)  # reads every figure the table shows: a bad one fails here
     except OSError as exc:
         raise SixtyError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except (ValueError, KeyError, TypeError):
