@@ -1000,6 +1000,8 @@ def _bench(args: argparse.Namespace, out: Console) -> int:
 
 
 async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    import psutil
+
     from sixty_core.harness import ceiling, flamegraphs
     from sixty_core.harness.rundir import make_folder, new_run_dir
 
@@ -1008,6 +1010,8 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
         _widen_for_logs(out)
         out.print(ceiling.table(results))
         out.print(ceiling.summary(results, int(settings_of_run["rounds"])))
+        if "cpu_during_run" in settings_of_run:
+            out.print(ceiling.cpu_line(settings_of_run["cpu_during_run"]))
         return 0
     if not (1 <= args.duration <= 600 and args.duration.is_integer()):
         raise SixtyError(
@@ -1041,10 +1045,13 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
             keyword=args.keyword,
             flamegraphs=args.flamegraphs.resolve() if args.flamegraphs else None,
         )
+        before = psutil.cpu_times()
         results = await asyncio.to_thread(ceiling.measure, options, out)
+        cpu = ceiling.cpu_during(before, psutil.cpu_times())
     out.print(ceiling.table(results))
     out.print(ceiling.summary(results, args.rounds))
-    path = ceiling.write(results, options, args.out)
+    out.print(ceiling.cpu_line(cpu))
+    path = ceiling.write(results, options, args.out, cpu)
     out.print(f"results: {path} (table: {path.with_name(ceiling.MARKDOWN_NAME)})")
     if options.flamegraphs is not None:
         svgs = sorted({name for result in results for name in result.flamegraphs.values()})

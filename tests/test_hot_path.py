@@ -358,6 +358,10 @@ def test_sixty_ceiling_measures_an_endpoint_beside_the_bare_hello(tmp_path: Any)
     data = msgspec.json.decode((tmp_path / "ceiling.json").read_bytes())
     (stages,) = data["results"]
     assert "| **GET /api/stages** |" in (tmp_path / "ceiling.md").read_text()
+    # The machine's CPU over the run, read from the kernel: shares of the time, as printed.
+    assert set(data["cpu_during_run"]) == {"steal", "idle"}
+    assert all(0 <= share <= 1 for share in data["cpu_during_run"].values())
+    assert "During the run the host stole" in result.stdout
     # One flame graph per side, each of its own server: the app's layers appear only in the
     # service's, and the bare hello's is Starlette alone.
     graphs = {

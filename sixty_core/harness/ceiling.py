@@ -510,16 +510,43 @@ def _with_interval(value: float | None, low: float | None, high: float | None) -
     return f"{value:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else "")
 
 
+#: ``psutil.cpu_times()`` fields already counted in ``user``/``nice`` on Linux.
+_GUEST_FIELDS = frozenset({"guest", "guest_nice"})
+
+
+def cpu_during(before: Any, after: Any) -> dict[str, float]:
+    """Shares of the machine's CPU time between two ``psutil.cpu_times()`` readings:
+    ``steal`` (taken by the host: a run that loses much of it measures noisily) and
+    ``idle``. Fields a platform lacks count as zero."""
+    spent = {
+        name: getattr(after, name) - getattr(before, name)
+        for name in after._fields
+        if name not in _GUEST_FIELDS
+    }
+    total = sum(spent.values())
+    if total <= 0:
+        return {"steal": 0.0, "idle": 0.0}
+    return {"steal": spent.get("steal", 0.0) / total, "idle": spent.get("idle", 0.0) / total}
+
+
+def cpu_line(shares: Mapping[str, float]) -> str:
+    """The CPU shares of :func:`cpu_during` as one sentence."""
+    return (
+        f"During the run the host stole {shares['steal']:.1%} of the CPU time and "
+        f"{shares['idle']:.1%} was idle."
+    )
+
+
 #: What ``--out`` holds after a run.
 JSON_NAME, MARKDOWN_NAME = "ceiling.json", "ceiling.md"
 
 
-def write(results: list[Result], options: Options, folder: Path) -> Path:
+def write(results: list[Result], options: Options, folder: Path, cpu: Mapping[str, float]) -> Path:
     """Write ``ceiling.json`` (every round's figures) and ``ceiling.md`` (the table and the
     verdicts) into ``folder``, each whole, the JSON last (a write that fails leaves no
-    ``ceiling.json`` of this run); return the JSON's path. The commit
-    and the machine are recorded with them: a ratio means something only beside what was
-    measured, and where."""
+    ``ceiling.json`` of this run); return the JSON's path. The commit, the machine and
+    ``cpu`` (:func:`cpu_during` the run) are recorded with them: a ratio means something
+    only beside what was measured, and where."""
     commit, dirty = fingerprint.git_state(Path(sixty_core.__file__).resolve().parent.parent)
     data = {
         "tool": "wrk",
@@ -532,6 +559,7 @@ def write(results: list[Result], options: Options, folder: Path) -> Path:
         "git_dirty": dirty,
         "cores": os.cpu_count() or 0,
         "cpu_model": fingerprint.cpu_model(),
+        "cpu_during_run": dict(cpu),
         "results": [asdict(r) for r in results],
     }
     # The JSON is renamed into place last: a failure on the way leaves no record of a run.
@@ -569,7 +597,8 @@ def markdown(results: list[Result], settings: Mapping[str, Any]) -> str:
         f"alternating; commit `{commit}`"
         + (" (with uncommitted changes)" if settings.get("git_dirty") else "")
         + f", {settings.get('cores', '?')} cores ({settings.get('cpu_model', 'unknown')}), "
-        f"{settings.get('created_at', 'time unknown')}.",
+        f"{settings.get('created_at', 'time unknown')}."
+        + (f" {cpu_line(settings['cpu_during_run'])}" if "cpu_during_run" in settings else ""),
         "",
         "Each ratio is the median of per-round ratios with its 95% bootstrap interval; a "
         "target is met or not met when the whole interval is on one side of it, "
