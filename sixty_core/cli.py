@@ -1006,12 +1006,9 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
     from sixty_core.harness.rundir import make_folder, new_run_dir
 
     if args.show is not None:
-        results, settings_of_run = ceiling.load(args.show)
+        results, saved = ceiling.load(args.show)
         _widen_for_logs(out)
-        out.print(ceiling.table(results))
-        out.print(ceiling.summary(results, int(settings_of_run["rounds"])))
-        if "cpu_during_run" in settings_of_run:
-            out.print(ceiling.cpu_line(settings_of_run["cpu_during_run"]))
+        ceiling.show(out, results, int(saved["rounds"]), saved.get("cpu_during_run"))
         return 0
     if not (1 <= args.duration <= 600 and args.duration.is_integer()):
         raise SixtyError(
@@ -1048,9 +1045,7 @@ async def _ceiling(args: argparse.Namespace, settings: Settings, out: Console) -
         before = psutil.cpu_times()
         results = await asyncio.to_thread(ceiling.measure, options, out)
         cpu = ceiling.cpu_during(before, psutil.cpu_times())
-    out.print(ceiling.table(results))
-    out.print(ceiling.summary(results, args.rounds))
-    out.print(ceiling.cpu_line(cpu))
+    ceiling.show(out, results, args.rounds, cpu)
     path = ceiling.write(results, options, args.out, cpu)
     out.print(f"results: {path} (table: {path.with_name(ceiling.MARKDOWN_NAME)})")
     if options.flamegraphs is not None:

@@ -687,7 +687,7 @@ def default_budgets() -> Path:
     here = Path("pyproject.toml")
     if here.is_file() and "[tool.sixty.gate]" in here.read_text(errors="replace"):
         return here
-    return Path(sixty_core.__file__).resolve().parent.parent / "pyproject.toml"
+    return sixty_core.SOURCE_ROOT / "pyproject.toml"
 
 
 def is_pipeline_command(command: str) -> bool:

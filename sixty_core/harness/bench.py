@@ -62,7 +62,7 @@ class BenchOptions:
 
 def find_suites(explicit: Path | None) -> Path:
     """The ``bench/`` folder: ``explicit``, else the one beside this package's source."""
-    suites = explicit or Path(sixty_core.__file__).resolve().parent.parent / "bench"
+    suites = explicit or sixty_core.SOURCE_ROOT / "bench"
     if not (suites / "conftest.py").is_file():
         raise BenchError(
             f"no benchmark suites at {suites} (bench/conftest.py): run from a clone of the "

@@ -504,6 +504,17 @@ def summary(results: list[Result], rounds: int) -> str:
     return f"targets: {line}"
 
 
+def show(
+    console: Console, results: list[Result], rounds: int, cpu: Mapping[str, float] | None
+) -> None:
+    """Print a run: the table, its verdicts counted, and the CPU the host took during it
+    (:func:`cpu_during`; a file written before it was recorded has none)."""
+    console.print(table(results))
+    console.print(summary(results, rounds))
+    if cpu is not None:
+        console.print(cpu_line(cpu))
+
+
 def _with_interval(value: float | None, low: float | None, high: float | None) -> str:
     if value is None:
         return "—"
@@ -547,7 +558,7 @@ def write(results: list[Result], options: Options, folder: Path, cpu: Mapping[st
     ``ceiling.json`` of this run); return the JSON's path. The commit, the machine and
     ``cpu`` (:func:`cpu_during` the run) are recorded with them: a ratio means something
     only beside what was measured, and where."""
-    commit, dirty = fingerprint.git_state(Path(sixty_core.__file__).resolve().parent.parent)
+    commit, dirty = fingerprint.git_state(sixty_core.SOURCE_ROOT)
     data = {
         "tool": "wrk",
         "threads": WRK_THREADS,

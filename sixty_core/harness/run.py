@@ -218,7 +218,7 @@ async def run(
                 if options.leaks:
                     record.leaks = await steps.leaks(profile, faults)
                 record_list.append(record)
-            env = await fingerprint(template_dsn, database.backend, _repo())
+            env = await fingerprint(template_dsn, database.backend, sixty_core.SOURCE_ROOT)
             if options.remeasure is not None:
                 interim = _results(options, scenario, env, database.backend, record_list, None)
                 again_for = options.remeasure(interim)
@@ -276,7 +276,3 @@ def _results(
         profiles=profiles,
         bench=bench_record,
     )
-
-
-def _repo() -> Path:
-    return Path(sixty_core.__file__).resolve().parent.parent

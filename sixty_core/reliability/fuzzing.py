@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-import sixty_core
+from sixty_core import SOURCE_ROOT
 from sixty_core.reliability.outcome import Trial
 from sixty_core.reliability.stack import Stack
 
@@ -47,17 +47,15 @@ def data_bearing_operations() -> set[str]:
     return found
 
 
-def _repo() -> Path:
-    return Path(sixty_core.__file__).resolve().parent.parent
-
-
 async def fuzz_every_operation(stack: Stack, trial: Trial) -> None:
     """I1/I3: every operation fuzzed (coverage, positive, negative cases): no 5xx, no
     contract violation, and at least 200 cases per operation."""
     profile = trial.profile
     if not trial.expect(profile in FUZZED_PROFILES, f"the fuzz test runs {FUZZED_PROFILES} only"):
         return
-    if not trial.expect((_repo() / FUZZ_TEST.split("::")[0]).exists(), "needs a clone: no tests/"):
+    if not trial.expect(
+        (SOURCE_ROOT / FUZZ_TEST.split("::")[0]).exists(), "needs a clone: no tests/"
+    ):
         return
     with tempfile.TemporaryDirectory(prefix="sixty-fuzz-") as tmp:
         junit = Path(tmp) / "fuzz.xml"
@@ -108,7 +106,7 @@ async def _pytest(node: str, junit: Path) -> tuple[int | None, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pytest", node, "-m", "slow", "-q", "-p", "no:cacheprovider",
         f"--junitxml={junit}", "-o", "junit_family=xunit1",
-        cwd=_repo(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=SOURCE_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
         out, _ = await asyncio.wait_for(process.communicate(), FUZZ_BOUND_S)
