@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
@@ -520,6 +521,15 @@ def test_query_key_distinguishes_parameter_types() -> None:
     assert len(keys) == 4
     assert query_key("SELECT $1", [[1]]) != query_key("SELECT $1", [(1,)])
     assert query_key("SELECT $1, $2", [1, 2]) != query_key("SELECT $1, $2", [2, 1])
+
+
+def test_query_key_of_a_uuid_is_its_value_and_not_its_number() -> None:
+    """A UUID keys by its 128-bit number, still apart from that number as an int or text."""
+    deal = uuid.uuid4()
+    assert query_key("SELECT $1", [deal]) == query_key("SELECT $1", [uuid.UUID(str(deal))])
+    assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [uuid.uuid4()])
+    assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [deal.int])
+    assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [str(deal)])
 
 
 def test_query_key_freezes_unhashable_params_deterministically() -> None:

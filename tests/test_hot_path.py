@@ -9,12 +9,15 @@ import asyncio
 import gc
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,10 +26,22 @@ from starlette.routing import Match, Mount, Route
 
 from sixty_core.api.app import ServiceStarlette
 from sixty_core.api.errors import handle_http_exception, handle_sixty_error
-from sixty_core.api.params import _remembered_list_query, list_query_from
+from sixty_core.api.params import (
+    _remembered_list_query,
+    _uuid_of,
+    list_query_from,
+    parse_uuid,
+    require_uuid,
+)
 from sixty_core.api.responses import JSONResponse, encode, encoded_once, ok
 from sixty_core.api.routes import authorization
-from sixty_core.api.routing import IndexedRouter, LeanRoute, depth_index, static_index
+from sixty_core.api.routing import (
+    IndexedRouter,
+    LeanRoute,
+    OneParameter,
+    depth_index,
+    static_index,
+)
 from sixty_core.benchkit.asgi import AsgiCaller
 from sixty_core.cache import FrozenRow, FrozenRows, derived, freeze
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
@@ -127,6 +142,85 @@ def test_indexed_router_answers_exactly_as_starlette(method: str, path: str) -> 
     finally:
         loop.close()
     assert (a.status, a.headers, a.body) == (b.status, b.headers, b.body)
+
+
+#: Routes for the sliced match: a trailing parameter, one mid-path, one inside a segment,
+#: an explicit ``:str``, and neighbours it must not shadow.
+SLICED_ROUTES = [
+    *ROUTES,
+    Route("/files/{name}.json", _endpoint("file"), methods=["GET"]),
+    Route("/files/{name:str}", _endpoint("any file"), methods=["GET"]),
+    Route("/files/{name}/raw", _endpoint("raw"), methods=["GET"]),
+]
+_SEGMENTS = ["deals", "42", "stats", "move", "files", "a.json", ".json", "raw", "", "x\n", "\n"]
+
+
+def _starlette_pick(routes: list[Route], scope: dict[str, Any]) -> tuple[Route, dict[str, Any]]:
+    """The first route Starlette's scan matches fully, and the child scope it gives."""
+    for route in routes:
+        match, child_scope = route.matches(scope)
+        if match is Match.FULL:
+            return route, child_scope
+    raise LookupError(scope["path"])
+
+
+@given(
+    segments=st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=4),
+    newline=st.booleans(),
+    method=st.sampled_from(["GET", "HEAD", "POST", "PATCH", "DELETE"]),
+)
+def test_a_sliced_match_is_the_route_and_scope_starlette_picks(
+    segments: list[str], newline: bool, method: str
+) -> None:
+    """Whenever the router's index answers, it answers as Starlette's scan does; a path it
+    cannot decide goes to that scan."""
+    path = "/" + "/".join(segments) + ("\n" if newline else "")
+    router = IndexedRouter(SLICED_ROUTES)
+    scope: dict[str, Any] = {"type": "http", "method": method, "path": path, "root_path": ""}
+    route = router._full_match(scope)
+    if route is None:
+        return
+    expected: dict[str, Any] = {"type": "http", "method": method, "path": path, "root_path": ""}
+    starlette_route, child_scope = _starlette_pick(SLICED_ROUTES, expected)
+    expected.update(child_scope)
+    assert route is starlette_route
+    assert scope == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params"),
+    [
+        ("GET", "/deals/42", {"deal_id": "42"}),
+        ("PATCH", "/deals/42", {"deal_id": "42"}),
+        ("POST", "/deals/42/move", {"deal_id": "42"}),
+        ("GET", "/files/a.json", {"name": "a"}),
+        ("GET", "/files/.json", {"name": ".json"}),  # too short for {name}.json
+        ("GET", "/files/a/raw", {"name": "a"}),
+    ],
+)
+def test_one_parameter_routes_are_matched_by_slicing(
+    method: str, path: str, params: dict[str, str]
+) -> None:
+    """The common paths are decided by the slice (never by Starlette's scan)."""
+    router = IndexedRouter(SLICED_ROUTES)
+    scope: dict[str, Any] = {"type": "http", "method": method, "path": path, "root_path": ""}
+    route = router._full_match(scope)
+    assert route is not None
+    assert id(route) in router._sliced
+    assert scope["path_params"] == params
+
+
+def test_only_a_single_str_parameter_is_sliced() -> None:
+    assert OneParameter.of(Route("/owners/{owner_id:int}/deals", _endpoint("owned"))) is None
+    assert OneParameter.of(Route("/a/{x}/{y}", _endpoint("two"))) is None
+    assert OneParameter.of(Route("/a/{x}-{y}", _endpoint("two in one"))) is None
+    sliced = OneParameter.of(Route("/a/{x:str}/b", _endpoint("one")))
+    assert sliced is not None
+    assert (sliced.name, sliced.prefix, sliced.suffix) == ("x", "/a/", "/b")
+    assert sliced.value("/a/1/b") == "1"
+    assert sliced.value("/a//b") is None
+    with pytest.raises(LookupError):
+        sliced.value("/a/1/b\n")
 
 
 async def _raising(request: Request) -> Response:
@@ -257,6 +351,21 @@ def test_list_query_memo_keeps_results_not_errors() -> None:
     with pytest.raises(ValidationError):  # over MAX_SEARCH: parsed, refused, not kept
         list_query_from(long, owner)
     assert _remembered_list_query.cache_info().currsize == before
+
+
+def test_uuid_memo_keeps_ids_not_errors() -> None:
+    """A parsed id is remembered and equal to a fresh parse; a malformed one is refused
+    every time, with the same message, and never remembered."""
+    text = "6f1c2a8e-3b7d-4c1a-9e2f-0a1b2c3d4e5f"
+    first = require_uuid(text, "deal id")
+    assert first == uuid.UUID(text)
+    assert require_uuid(text, "deal id") is first
+    assert parse_uuid(text.upper(), "owner_id") == first  # every form uuid.UUID takes
+    before = _uuid_of.cache_info().currsize
+    for _ in range(2):
+        with pytest.raises(ValidationError, match="deal id must be a UUID, got 'not-a-uuid'"):
+            require_uuid("not-a-uuid", "deal id")
+    assert _uuid_of.cache_info().currsize == before
 
 
 async def test_a_lease_counts_its_statements_when_it_ends(db_dsn: str) -> None:

@@ -14,6 +14,10 @@ changes its answer:
   convertors do; ``path`` does not), a route can only match paths with as many ``/`` as its
   own and starting with its text before the first parameter.
 
+A route with one ``str`` parameter (``/api/deals/{deal_id}``, ``.../{deal_id}/move``) is
+matched by slicing the path, without its regular expression: Starlette's ``Route.matches``
+cost 2.9 µs of a 5.2 µs lookup of a deal's route, the slice 0.2 (``timeit``).
+
 Only a full match (path and method) is served from an index: a wrong method, a
 trailing-slash redirect, a miss all take Starlette's own scan, unchanged.
 
@@ -66,6 +70,47 @@ def static_index(routes: Sequence[BaseRoute]) -> dict[str, list[Route]]:
     return index
 
 
+class OneParameter:
+    """How a route whose path is ``prefix{name}suffix``, with a ``str`` parameter and no
+    other, matches a path of its own depth (same number of ``/``) without its regular
+    expression. Its expression is ``^prefix(?P<name>[^/]+)suffix$``; at the same depth the
+    parameter cannot hold a ``/``, so a match is the prefix, a non-empty middle and the
+    suffix. One difference is left to the expression: ``$`` also matches before a final
+    newline, so a path ending in ``\n`` is not decided here."""
+
+    __slots__ = ("_shortest", "name", "prefix", "suffix")
+
+    def __init__(self, name: str, prefix: str, suffix: str) -> None:
+        self.name = name
+        self.prefix = prefix
+        self.suffix = suffix
+        self._shortest = len(prefix) + len(suffix) + 1
+
+    @classmethod
+    def of(cls, route: Route) -> OneParameter | None:
+        """The slicing for ``route``; None when its path has another shape."""
+        if len(route.param_convertors) != 1:
+            return None
+        ((name, convertor),) = route.param_convertors.items()
+        if type(convertor) is not StringConvertor:
+            return None
+        prefix, _, rest = route.path.partition("{")
+        placeholder, _, suffix = rest.partition("}")
+        if placeholder not in (name, f"{name}:str") or "{" in suffix:
+            return None
+        return cls(name, prefix, suffix)
+
+    def value(self, path: str) -> str | None:
+        """The parameter, for a path of the route's depth that starts with the prefix;
+        None when the path does not match. A path ending in a newline raises
+        ``LookupError``: the route's expression decides it."""
+        if path.endswith("\n"):
+            raise LookupError(path)
+        if len(path) < self._shortest or not path.endswith(self.suffix):
+            return None
+        return path[len(self.prefix) : len(path) - len(self.suffix)]
+
+
 def depth_index(routes: Sequence[BaseRoute]) -> dict[int, list[tuple[str, Route]]] | None:
     """Number of ``/`` -> (text before the first parameter, route) for every route with
     that many, in order; None when some route could match across a ``/`` (a mount, a
@@ -88,6 +133,12 @@ class IndexedRouter(Router):
         super().__init__(list(routes), **kwargs)  # type: ignore[arg-type]
         self._static = static_index(self.routes)
         self._by_depth = depth_index(self.routes)
+        # By id: a Route defines __eq__ and no __hash__, so it cannot be a key itself.
+        self._sliced = {
+            id(route): sliced
+            for route in self.routes
+            if isinstance(route, Route) and (sliced := OneParameter.of(route)) is not None
+        }
 
     def _full_match(self, scope: Scope) -> Route | None:
         path: str = scope["path"]
@@ -102,11 +153,26 @@ class IndexedRouter(Router):
         if self._by_depth is None:
             return None
         for prefix, route in self._by_depth.get(path.count("/"), ()):
-            if path.startswith(prefix):
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child_scope)
+            if not path.startswith(prefix):
+                continue
+            sliced = self._sliced.get(id(route))
+            if sliced is not None:
+                try:
+                    value = sliced.value(path)
+                except LookupError:
+                    pass  # a final newline: the expression decides, below
+                else:
+                    if value is None or (route.methods and method not in route.methods):
+                        continue
+                    # What Route.matches puts in the scope on a full match (a str parameter
+                    # converts to itself).
+                    scope["endpoint"] = route.endpoint
+                    scope["path_params"] = {**scope.get("path_params", {}), sliced.name: value}
                     return route
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child_scope)
+                return route
         return None
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
