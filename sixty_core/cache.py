@@ -519,8 +519,9 @@ def _normalize_sql(sql: str) -> str:
     return _SQL_TOKENS.sub(lambda m: m[0] if m[0][0] in "'\"" else " ", sql).strip()
 
 
-#: Parameter types that are their own key part (checked first: most parameters are these).
-_SCALARS = frozenset({str, int, float, bool, uuid.UUID, type(None), Decimal})
+#: Parameter types that are their own key part (checked early: most parameters are these;
+#: a UUID, the most common, is checked before them, by its number).
+_SCALARS = frozenset({str, int, float, bool, type(None), Decimal})
 
 
 def _freeze(value: Any) -> Hashable:

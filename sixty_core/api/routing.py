@@ -76,7 +76,7 @@ class OneParameter:
     expression. Its expression is ``^prefix(?P<name>[^/]+)suffix$``; at the same depth the
     parameter cannot hold a ``/``, so a match is the prefix, a non-empty middle and the
     suffix. One difference is left to the expression: ``$`` also matches before a final
-    newline, so a path ending in ``\n`` is not decided here."""
+    newline, so a path ending in ``\n`` must not be decided here (the router checks)."""
 
     __slots__ = ("_shortest", "name", "prefix", "suffix")
 
@@ -101,11 +101,8 @@ class OneParameter:
         return cls(name, prefix, suffix)
 
     def value(self, path: str) -> str | None:
-        """The parameter, for a path of the route's depth that starts with the prefix;
-        None when the path does not match. A path ending in a newline raises
-        ``LookupError``: the route's expression decides it."""
-        if path.endswith("\n"):
-            raise LookupError(path)
+        """The parameter, for a path of the route's depth that starts with the prefix and
+        does not end in a newline; None when the path does not match."""
         if len(path) < self._shortest or not path.endswith(self.suffix):
             return None
         return path[len(self.prefix) : len(path) - len(self.suffix)]
@@ -132,13 +129,16 @@ class IndexedRouter(Router):
     def __init__(self, routes: Sequence[BaseRoute], **kwargs: object) -> None:
         super().__init__(list(routes), **kwargs)  # type: ignore[arg-type]
         self._static = static_index(self.routes)
-        self._by_depth = depth_index(self.routes)
-        # By id: a Route defines __eq__ and no __hash__, so it cannot be a key itself.
-        self._sliced = {
-            id(route): sliced
-            for route in self.routes
-            if isinstance(route, Route) and (sliced := OneParameter.of(route)) is not None
-        }
+        by_depth = depth_index(self.routes)
+        # Beside each route, its slicing when it has one.
+        self._by_depth = (
+            None
+            if by_depth is None
+            else {
+                depth: [(prefix, route, OneParameter.of(route)) for prefix, route in entries]
+                for depth, entries in by_depth.items()
+            }
+        )
 
     def _full_match(self, scope: Scope) -> Route | None:
         path: str = scope["path"]
@@ -152,23 +152,20 @@ class IndexedRouter(Router):
                 return route
         if self._by_depth is None:
             return None
-        for prefix, route in self._by_depth.get(path.count("/"), ()):
+        # A final newline is left to the expressions (OneParameter).
+        sliceable = not path.endswith("\n")
+        for prefix, route, sliced in self._by_depth.get(path.count("/"), ()):
             if not path.startswith(prefix):
                 continue
-            sliced = self._sliced.get(id(route))
-            if sliced is not None:
-                try:
-                    value = sliced.value(path)
-                except LookupError:
-                    pass  # a final newline: the expression decides, below
-                else:
-                    if value is None or (route.methods and method not in route.methods):
-                        continue
-                    # What Route.matches puts in the scope on a full match (a str parameter
-                    # converts to itself).
-                    scope["endpoint"] = route.endpoint
-                    scope["path_params"] = {**scope.get("path_params", {}), sliced.name: value}
-                    return route
+            if sliced is not None and sliceable:
+                value = sliced.value(path)
+                if value is None or (route.methods and method not in route.methods):
+                    continue
+                # What Route.matches puts in the scope on a full match (a str parameter
+                # converts to itself).
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = {**scope.get("path_params", {}), sliced.name: value}
+                return route
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
                 scope.update(child_scope)
