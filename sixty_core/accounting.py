@@ -12,7 +12,9 @@ request and answers with what that request cost:
                       statements are counted for the request that started them
 ===================== ===================================================================
 
-The headers are written when the response starts (a handler's connections are back by then,
+The status of the response, once it starts, is in the scope under
+:data:`RESPONSE_STATUS_KEY` (the error boundary reads it). The headers are written when the
+response starts (a handler's connections are back by then,
 and a lease counts its statements when it ends). When the request is done, the optional
 ``on_done`` callback gets the final tally, for per-endpoint totals and the request log.
 Used by the deal service and by the edge upstream alike.
@@ -32,13 +34,38 @@ QUERIES_HEADER = b"x-sixty-queries"
 AUTH_LOOKUPS_HEADER = b"x-sixty-auth-lookups"
 JOINED_LOADS_HEADER = b"x-sixty-joined-loads"
 
+#: Where :class:`RequestAccounting` keeps, in the request's scope, the status of the
+#: response it forwarded: 0 until the response starts. A layer inside it that must know
+#: whether the response started reads it here instead of wrapping ``send`` again.
+RESPONSE_STATUS_KEY = "sixty.response_status"
 
-_SMALL_NUMBERS = tuple(str(n).encode() for n in range(64))
+
+#: Counts below this have their header bytes made once.
+SMALL_COUNT = 64
+_SMALL_NUMBERS = tuple(str(n).encode() for n in range(SMALL_COUNT))
 
 
 def _number(n: int) -> bytes:
     """``n`` as header bytes (the common small counts are made once)."""
-    return _SMALL_NUMBERS[n] if 0 <= n < len(_SMALL_NUMBERS) else str(n).encode()
+    return _SMALL_NUMBERS[n] if 0 <= n < SMALL_COUNT else str(n).encode()
+
+
+def _count_headers(tally: Tally) -> tuple[tuple[bytes, bytes], ...]:
+    """The three count headers of ``tally``; one call per request where the counts are
+    small (a call to :func:`_number` per header was three)."""
+    queries, lookups, joins = tally.statements, tally.auth_lookups, tally.joined_loads
+    small = _SMALL_NUMBERS
+    if 0 <= queries < SMALL_COUNT and 0 <= lookups < SMALL_COUNT and 0 <= joins < SMALL_COUNT:
+        return (
+            (QUERIES_HEADER, small[queries]),
+            (AUTH_LOOKUPS_HEADER, small[lookups]),
+            (JOINED_LOADS_HEADER, small[joins]),
+        )
+    return (
+        (QUERIES_HEADER, _number(queries)),
+        (AUTH_LOOKUPS_HEADER, _number(lookups)),
+        (JOINED_LOADS_HEADER, _number(joins)),
+    )
 
 
 @dataclass(slots=True)
@@ -76,7 +103,7 @@ class RequestAccounting:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 0
+        scope[RESPONSE_STATUS_KEY] = 0
         body = bytearray()
         capture = self._capture
 
@@ -89,17 +116,11 @@ class RequestAccounting:
         with recording() as tally:
 
             async def send_counted(message: Message) -> None:
-                nonlocal status
                 if message["type"] == "http.response.start":
-                    status = message["status"]
+                    scope[RESPONSE_STATUS_KEY] = message["status"]
                     message = {
                         **message,
-                        "headers": [
-                            *message.get("headers", ()),
-                            (QUERIES_HEADER, _number(tally.statements)),
-                            (AUTH_LOOKUPS_HEADER, _number(tally.auth_lookups)),
-                            (JOINED_LOADS_HEADER, _number(tally.joined_loads)),
-                        ],
+                        "headers": [*message.get("headers", ()), *_count_headers(tally)],
                     }
                 await send(message)
 
@@ -108,4 +129,5 @@ class RequestAccounting:
             finally:
                 if self._on_done is not None:
                     duration_ms = (time.perf_counter() - started) * 1000
+                    status = scope[RESPONSE_STATUS_KEY]
                     self._on_done(Accounted(scope, status, tally, duration_ms, bytes(body)))

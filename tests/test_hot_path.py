@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Match, Mount, Route
 
+from sixty_core.accounting import RequestAccounting
 from sixty_core.api.app import ServiceStarlette
 from sixty_core.api.errors import handle_http_exception, handle_sixty_error
 from sixty_core.api.params import (
@@ -45,7 +46,12 @@ from sixty_core.api.routing import (
 from sixty_core.benchkit.asgi import AsgiCaller
 from sixty_core.cache import FrozenRow, FrozenRows, derived, freeze
 from sixty_core.db.pool import OPTIMIZED_POOL, Pool
-from sixty_core.db.recorder import recording
+from sixty_core.db.recorder import (
+    count_auth_lookup,
+    count_joined_load,
+    count_statements,
+    recording,
+)
 from sixty_core.errors import NotFoundError, SixtyError, ValidationError
 from sixty_core.harness.ceiling import Result, summary, verdict
 from sixty_core.memory import MemoryManager
@@ -285,8 +291,15 @@ async def _no_lifespan(app: Any) -> AsyncIterator[None]:
         ("GET", "/deals/"),  # redirect
     ],
 )
-def test_the_service_app_answers_exactly_as_stock_starlette(method: str, path: str) -> None:
+@pytest.mark.parametrize("accounted", [False, True], ids=["alone", "accounted"])
+def test_the_service_app_answers_exactly_as_stock_starlette(
+    method: str, path: str, accounted: bool
+) -> None:
+    """Alone, and inside request accounting as the service runs it (its boundary then
+    learns from the scope whether a response started)."""
     service, stock = _service_app_and_starlette()
+    if accounted:
+        service, stock = RequestAccounting(service), RequestAccounting(stock)
     loop = asyncio.new_event_loop()
     try:
         a = loop.run_until_complete(AsgiCaller(stock)(method, path))
@@ -294,6 +307,32 @@ def test_the_service_app_answers_exactly_as_stock_starlette(method: str, path: s
     finally:
         loop.close()
     assert (a.status, a.headers, a.body) == (b.status, b.headers, b.body)
+
+
+@pytest.mark.parametrize(
+    ("statements", "lookups", "joins"), [(0, 0, 0), (63, 1, 2), (64, 0, 0), (3, 64, 1000)]
+)
+def test_count_headers_carry_every_count(statements: int, lookups: int, joins: int) -> None:
+    """Small counts come from made-once bytes, larger ones are formatted: the same text."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        count_statements(statements)
+        for _ in range(lookups):
+            count_auth_lookup()
+        for _ in range(joins):
+            count_joined_load()
+        await PlainTextResponse("counted")(scope, receive, send)
+
+    loop = asyncio.new_event_loop()
+    try:
+        reply = loop.run_until_complete(AsgiCaller(RequestAccounting(app))("GET", "/"))
+    finally:
+        loop.close()
+    assert (
+        reply.headers["x-sixty-queries"],
+        reply.headers["x-sixty-auth-lookups"],
+        reply.headers["x-sixty-joined-loads"],
+    ) == (str(statements), str(lookups), str(joins))
 
 
 def test_derived_values_are_made_once_for_frozen_values_only() -> None:

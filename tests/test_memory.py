@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sixty_core.accounting import RequestAccounting
 from sixty_core.api.boundary import MemoryAwareErrorBoundary, Message, Receive, Scope, Send
 from sixty_core.errors import LifecycleError
 from sixty_core.memory import (
@@ -489,10 +490,20 @@ async def _get(app: Any) -> httpx.Response:
         return await client.get("/api/deals")
 
 
-async def test_boundary_returns_sanitized_500(boundary_manager: MemoryManager) -> None:
+def _accounted(app: Any, statuses: list[int]) -> RequestAccounting:
+    """``app`` inside request accounting, as the service runs its boundary: the boundary
+    then learns that the response started from the scope instead of wrapping ``send``."""
+    return RequestAccounting(app, on_done=lambda done: statuses.append(done.status))
+
+
+@pytest.mark.parametrize("accounted", [False, True], ids=["alone", "accounted"])
+async def test_boundary_returns_sanitized_500(
+    boundary_manager: MemoryManager, accounted: bool
+) -> None:
     """An exception before the response becomes the 500 envelope without its text."""
     boundary = MemoryAwareErrorBoundary(_failing_app, boundary_manager)
-    response = await _get(boundary)
+    statuses: list[int] = []
+    response = await _get(_accounted(boundary, statuses) if accounted else boundary)
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
@@ -505,6 +516,7 @@ async def test_boundary_returns_sanitized_500(boundary_manager: MemoryManager) -
     assert "hunter2" not in response.text and "RuntimeError" not in response.text
     assert boundary.errors_caught == 1
     assert boundary_manager.get_stats()["boundary_errors_caught"] == 1
+    assert statuses == ([500] if accounted else [])
 
 
 async def test_boundary_passes_good_responses_through(boundary_manager: MemoryManager) -> None:
@@ -514,12 +526,17 @@ async def test_boundary_passes_good_responses_through(boundary_manager: MemoryMa
     assert boundary_manager.get_stats()["boundary_errors_caught"] == 0
 
 
-async def test_boundary_reraises_after_response_started(boundary_manager: MemoryManager) -> None:
+@pytest.mark.parametrize("accounted", [False, True], ids=["alone", "accounted"])
+async def test_boundary_reraises_after_response_started(
+    boundary_manager: MemoryManager, accounted: bool
+) -> None:
     """Once the status line is sent, the error propagates to the server."""
     boundary = MemoryAwareErrorBoundary(_late_failing_app, boundary_manager)
+    statuses: list[int] = []
     with pytest.raises(RuntimeError, match="after start"):
-        await _get(boundary)
+        await _get(_accounted(boundary, statuses) if accounted else boundary)
     assert boundary.errors_caught == 0
+    assert statuses == ([200] if accounted else [])
 
 
 async def test_boundary_runs_cleanup_above_normal_with_cooldown(fake_clock: FakeClock) -> None:
@@ -563,15 +580,18 @@ async def _broken_handler(request: Any, exc: Exception) -> Any:
     raise RuntimeError("the handler broke: password=hunter2")
 
 
+@pytest.mark.parametrize("accounted", [False, True], ids=["alone", "accounted"])
 async def test_boundary_answers_a_mapped_error_with_its_handler(
-    boundary_manager: MemoryManager,
+    boundary_manager: MemoryManager, accounted: bool
 ) -> None:
     """An exception whose class (or a base, along the MRO) has a handler gets the handler's
     answer; nothing is counted as an unhandled error."""
     boundary = MemoryAwareErrorBoundary(
         _refusing_app, boundary_manager, handlers={_Refused: _answer_refusal}
     )
-    response = await _get(boundary)
+    statuses: list[int] = []
+    response = await _get(_accounted(boundary, statuses) if accounted else boundary)
+    assert statuses == ([404] if accounted else [])
     assert response.status_code == 404
     assert response.json() == {"refused": "no such deal", "path": "/api/deals"}
     assert boundary.errors_caught == 0
