@@ -117,17 +117,27 @@ class PerformanceMonitor:
         self.api_metrics = MetricArray(cap=p.api_metrics_cap, trim_to=p.api_metrics_trim_to)
         self.tick_metrics = MetricArray(cap=p.tick_metrics_cap, trim_to=p.tick_metrics_trim_to)
 
+    def touch(self, token_hash: str) -> bool:
+        """A request of session ``token_hash`` whose monitor is open: count the interaction
+        on its listeners and return True; False (nothing done) when it has none open, and
+        :meth:`on_request` must open it. A session's every request but its first ends here,
+        without a coroutine."""
+        session = self._sessions.get(token_hash)
+        if session is None:
+            return False
+        self._sessions.move_to_end(token_hash)
+        session.interactions.notify(token_hash)
+        return True
+
     async def on_request(self, token_hash: str) -> None:
         """A request of session ``token_hash``: open its monitor the first time, then
         count the interaction on its listeners."""
-        session = self._sessions.get(token_hash)
-        if session is None:
-            session = self._open(token_hash)
-            if self.policy.bounded_sessions and len(self._sessions) > self.max_sessions:
-                _, oldest = self._sessions.popitem(last=False)
-                await oldest.scope.close()
-        else:
-            self._sessions.move_to_end(token_hash)
+        if self.touch(token_hash):
+            return
+        session = self._open(token_hash)
+        if self.policy.bounded_sessions and len(self._sessions) > self.max_sessions:
+            _, oldest = self._sessions.popitem(last=False)
+            await oldest.scope.close()
         session.interactions.notify(token_hash)
 
     def _open(self, token_hash: str) -> _Session:

@@ -82,13 +82,9 @@ class UnboundedRequestLog:
         return self._bytes
 
 
-#: Shallow size of one kept summary row (a 5-tuple, see :class:`BoundedRequestLog`).
+#: Shallow size of one kept summary row (a 5-tuple, see :class:`BoundedRequestLog`); a row
+#: counts this and its path, which it alone keeps alive, as _entry_size counts.
 _SUMMARY_ROW_BYTES = sys.getsizeof((None,) * 5)
-
-
-def _row_size(path: str) -> int:
-    # The row and the path it alone keeps alive, counted as _entry_size counts.
-    return _SUMMARY_ROW_BYTES + sys.getsizeof(path)
 
 
 class BoundedRequestLog:
@@ -113,10 +109,12 @@ class BoundedRequestLog:
     ) -> None:
         entries = self._entries
         if len(entries) == entries.maxlen:
-            self._bytes -= _row_size(entries[0][1])  # about to fall off the left
+            # The leftmost row falls off; rows are all one size, so only the paths differ.
+            self._bytes += sys.getsizeof(path) - sys.getsizeof(entries[0][1])
+        else:
+            self._bytes += _SUMMARY_ROW_BYTES + sys.getsizeof(path)
         payload_bytes = len(payload) if payload is not None else 0
         entries.append((method, path, status, duration_ms, payload_bytes))
-        self._bytes += _row_size(path)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -33,3 +34,14 @@ def test_unbounded_log_retains_whole_payloads_bounded_log_does_not() -> None:
     before = bounded.retained_bytes()
     bounded.record("POST", "/api/deals/x", 201, 2.0, bytes(10_000))
     assert abs(bounded.retained_bytes() - before) < 100
+
+
+def test_a_bounded_log_counts_exactly_the_rows_and_paths_it_keeps() -> None:
+    """Retained bytes are the kept rows and their paths, before and after rows fall off
+    (paths of different lengths, so a leaving row's size matters)."""
+    log = BoundedRequestLog(maxlen=3)
+    row = sys.getsizeof((None,) * 5)
+    for path in ["/a", "/api/deals/" + "x" * 40, "/b", "/api/stages", "/c" * 30, "/d"]:
+        log.record("GET", path, 200, 1.0, None)
+        kept = log.summaries()
+        assert log.retained_bytes() == sum(row + sys.getsizeof(s.path) for s in kept)

@@ -107,7 +107,11 @@ class ServiceStarlette(Starlette):
         super().__init__(lifespan=lifespan)
         # Same routes, same order, same lifespan: only the lookup of paths changes.
         self.router = IndexedRouter(routes, lifespan=lifespan)
-        self.boundary = MemoryAwareErrorBoundary(self.router, manager=memory, handlers=handlers)
+        # The router's own stack (it has no middleware: its app), which Router.__call__
+        # would only call in turn.
+        self.boundary = MemoryAwareErrorBoundary(
+            self.router.middleware_stack, manager=memory, handlers=handlers
+        )
 
     def build_middleware_stack(self) -> ASGIApp:
         return self.boundary

@@ -95,7 +95,8 @@ class Components:
         except AuthError:
             self.auth_failures += 1
             raise
-        await self.monitor.on_request(token_hash)
+        if not self.monitor.touch(token_hash):  # its first request opens its monitor
+            await self.monitor.on_request(token_hash)
         if self.faults.names:
             await self.faults.after_authentication(self.pool)
         return user, token_hash
