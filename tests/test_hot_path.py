@@ -399,6 +399,24 @@ def test_a_remembered_encoding_is_byte_identical() -> None:
     assert encode({"data": once}) == encode({"data": rows})
 
 
+def test_a_cached_values_envelope_is_made_once_per_set_of_extras() -> None:
+    rows = [{"id": "d1", "value": 1.5}]
+    frozen = freeze(rows)
+    first = ok(frozen, count=1, next_cursor="c1")
+    assert first.body == ok(rows, count=1, next_cursor="c1").body
+    assert ok(frozen, count=1, next_cursor="c1").body is first.body  # remembered
+    other = ok(frozen, count=1, next_cursor=None)
+    assert other.body == ok(rows, count=1, next_cursor=None).body != first.body
+    # The answer is the object encoding it anew makes (status, headers, every attribute).
+    assert vars(first) == vars(
+        JSONResponse({"data": rows, "error": None, "count": 1, "next_cursor": "c1"})
+    )
+    # Another status or headers of the caller's: made as before, never from the memo.
+    created = ok(frozen, status=201, headers={"Location": "/x"})
+    assert created.status_code == 201 and created.headers["location"] == "/x"
+    assert created.body == ok(rows, status=201).body
+
+
 def test_list_query_memo_keeps_results_not_errors() -> None:
     owner = None
     first = list_query_from(b"limit=7&sort=name", owner)

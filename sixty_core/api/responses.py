@@ -57,6 +57,20 @@ class JSONResponse(Response):
         self.body = _encoder.encode(content)
         self.init_headers(headers)
 
+    @classmethod
+    def encoded(cls, body: bytes) -> JSONResponse:
+        """A 200 answer whose JSON ``body`` is already encoded: the object ``__init__``
+        makes for that content, without encoding it again."""
+        response = cls.__new__(cls)
+        response.status_code = 200
+        response.background = None
+        response.body = body
+        response.raw_headers = [
+            (b"content-length", str(len(body)).encode("latin-1")),
+            (b"content-type", _JSON_BYTES),
+        ]
+        return response
+
     def render(self, content: Any) -> bytes:
         return encode(content)
 
@@ -77,7 +91,19 @@ class JSONResponse(Response):
 def ok(
     data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    """A success envelope; ``extra`` keys (count, next_cursor) are added beside data."""
+    """A success envelope; ``extra`` keys (count, next_cursor) are added beside data.
+
+    A cached (frozen) value answered with 200 and no headers of the caller's is the same
+    bytes every time: its whole envelope, with these extras, is encoded once and kept on the
+    value (:func:`sixty_core.cache.derived`, keyed by the extras), so a cached read neither
+    builds nor encodes the envelope (nor copies the value's JSON into it) again."""
+    if status == 200 and headers is None and isinstance(data, FrozenRow | FrozenRows):
+        body: bytes = derived(
+            data,
+            ("envelope", *extra.items()),
+            lambda: _encoder.encode({"data": data, "error": None, **extra}),
+        )
+        return JSONResponse.encoded(body)
     return JSONResponse(
         {"data": encoded_once(data), "error": None, **extra}, status_code=status, headers=headers
     )
