@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sixty_core.accounting import Accounted, RequestAccounting
 from sixty_core.api.boundary import ExceptionHandler, MemoryAwareErrorBoundary
@@ -45,7 +45,7 @@ from sixty_core.settings import Settings
 MAX_LOGGED_BODY = 64 * 1024
 
 
-def _account(holder: Starlette) -> Callable[[Accounted], None]:
+def _account() -> Callable[[Accounted], None]:
     """The ``on_done`` of the service's accounting: endpoint totals, log, API metrics."""
 
     # (method, route path) -> its totals in endpoint_stats, so the key is built once; kept
@@ -54,11 +54,8 @@ def _account(holder: Starlette) -> Callable[[Accounted], None]:
     owner: list[Components | None] = [None]
 
     def account(done: Accounted) -> None:
-        # The handlers' lookup is remembered in the scope (routes.components); app.state
-        # costs a Python __getattr__ and is read only for requests no handler saw.
-        comp: Components | None = done.scope.get(COMPONENTS_KEY) or getattr(
-            holder.state, "components", None
-        )
+        # ServiceStarlette put them in the scope (routes.components); none: not running.
+        comp: Components | None = done.scope.get(COMPONENTS_KEY)
         if comp is None:
             return
         if owner[0] is not comp:
@@ -96,6 +93,10 @@ class ServiceStarlette(Starlette):
     exceptions reach the boundary.
     """
 
+    #: The running app's components, as in ``app.state.components``; None outside the
+    #: lifespan.
+    components: Components | None = None
+
     def __init__(
         self,
         routes: list[LeanRoute],
@@ -116,6 +117,15 @@ class ServiceStarlette(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         return self.boundary
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette's __call__, and a running app's components put in the scope, where
+        # routes.components and the accounting look (app.state's attribute access is a
+        # Python __getattr__, once a request otherwise).
+        scope["app"] = self
+        if self.components is not None:
+            scope[COMPONENTS_KEY] = self.components
+        await self.boundary(scope, receive, send)
+
 
 def create_app(settings: Settings, profile: Profile, *, dsn: str, edge_url: str) -> ASGIApp:
     """An ASGI app serving the deal API in ``profile`` on the database at ``dsn``, creating
@@ -130,13 +140,13 @@ def create_app(settings: Settings, profile: Profile, *, dsn: str, edge_url: str)
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with build(settings, profile, dsn=dsn, edge_url=edge_url, memory=memory) as comp:
-            app.state.components = comp
+            app.state.components = service.components = comp
             app.state.metrics = metrics_endpoint(comp)
             app.state.openapi = build_openapi(legacy_create="robust_create" not in profile.flags)
             try:
                 yield
             finally:
-                app.state.components = None
+                app.state.components = service.components = None
 
     async def metrics(request: Request) -> Response:
         endpoint: Any = request.app.state.metrics
@@ -147,10 +157,10 @@ def create_app(settings: Settings, profile: Profile, *, dsn: str, edge_url: str)
         return JSONResponse(request.app.state.openapi)
 
     all_routes = [*routes(), LeanRoute("/metrics", metrics), LeanRoute("/openapi.json", openapi)]
-    app = ServiceStarlette(
+    service = ServiceStarlette(
         all_routes,
         memory=memory,
         handlers={SixtyError: handle_sixty_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
-    return RequestAccounting(app, on_done=_account(app), capture_body=MAX_LOGGED_BODY)
+    return RequestAccounting(service, on_done=_account(), capture_body=MAX_LOGGED_BODY)
