@@ -595,21 +595,28 @@ class Pool:
                 retry_after_s=DEFAULT_RETRY_AFTER_S,
             )
         # A deadline is armed only when something can wait: a queue for a slot, or no
-        # idle connection in asyncpg's queue (module docstring, Deadlines).
-        waits = not has_slot or pool._queue.empty()
-        scope = asyncio.timeout(s.acquire_timeout_s if waits else None)
+        # idle connection in asyncpg's queue (module docstring, Deadlines). Otherwise no
+        # timeout scope is entered at all: even a deadline-free one is three Python calls
+        # on every lease.
+        scope = (
+            asyncio.timeout(s.acquire_timeout_s) if not has_slot or pool._queue.empty() else None
+        )
         try:
-            async with scope:
-                if not has_slot:
-                    await gate.take()  # holds no slot if it raises
-                    has_slot = True
+            if scope is None:
                 conn = await pool.acquire()
+            else:
+                async with scope:
+                    if not has_slot:
+                        await gate.take()  # holds no slot if it raises
+                        has_slot = True
+                    conn = await pool.acquire()
         except BaseException as exc:
             if has_slot:
                 gate.give()
             # Without our deadline, a connect asyncpg timed out (its connect timeout is the
             # same acquire_timeout_s) is the same event, and is answered the same way.
-            if scope.expired() or (not waits and isinstance(exc, TimeoutError)):
+            expired = isinstance(exc, TimeoutError) if scope is None else scope.expired()
+            if expired:
                 self._acquire_timeouts += 1
                 raise OverloadedError(
                     f"timed out after {s.acquire_timeout_s:g} s waiting for a database connection",
