@@ -12,11 +12,11 @@ request and answers with what that request cost:
                       statements are counted for the request that started them
 ===================== ===================================================================
 
-The status of the response, once it starts, is in the scope under
-:data:`RESPONSE_STATUS_KEY` (the error boundary reads it). The headers are written when the
-response starts (a handler's connections are back by then,
-and a lease counts its statements when it ends). When the request is done, the optional
-``on_done`` callback gets the final tally, for per-endpoint totals and the request log.
+The headers are written when the response starts (a handler's connections are back by then,
+and a lease counts its statements when it ends); the response's status is then in the scope
+under :data:`RESPONSE_STATUS_KEY` (the error boundary reads it). When the request is done,
+the optional ``on_done`` callback gets the final tally, for per-endpoint totals and the
+request log.
 Used by the deal service and by the edge upstream alike.
 """
 

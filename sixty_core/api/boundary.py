@@ -103,47 +103,32 @@ class MemoryAwareErrorBoundary:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if RESPONSE_STATUS_KEY in scope:
-            # Request accounting outside keeps the response's status in the scope as it
-            # starts: no second wrapper of every send (two calls a request) to know it.
-            try:
-                await self.app(scope, receive, send)
-            except Exception as exc:
-                if scope[RESPONSE_STATUS_KEY]:
-                    raise
-                await self._answer_error(exc, scope, receive, send)
-            return
-        watched = _WatchedSend(send)
+        # Inside request accounting, the response's status is in the scope as it starts:
+        # no second wrapper of every send (two calls a request) to know whether it did.
+        watched = None if RESPONSE_STATUS_KEY in scope else _WatchedSend(send)
         try:
-            await self.app(scope, receive, watched)
+            await self.app(scope, receive, send if watched is None else watched)
         except Exception as exc:
-            if watched.started:
+            started = scope[RESPONSE_STATUS_KEY] != 0 if watched is None else watched.started
+            if started:
                 raise
-            await self._answer_error(exc, scope, receive, send)
-
-    async def _answer_error(
-        self, exc: Exception, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        """Answer ``exc``, raised before the response started: its handler's answer, or
-        the 500 envelope. Called inside the caller's ``except`` block, so the log gets
-        ``exc``'s traceback."""
-        handler = self.handler_for(exc)
-        if handler is not None and await self._answered(handler, exc, scope, receive, send):
-            return
-        logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-        self.errors_caught += 1
-        self.manager.record_unhandled_error()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(INTERNAL_ERROR_BODY)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": INTERNAL_ERROR_BODY})
+            handler = self.handler_for(exc)
+            if handler is not None and await self._answered(handler, exc, scope, receive, send):
+                return
+            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            self.errors_caught += 1
+            self.manager.record_unhandled_error()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(INTERNAL_ERROR_BODY)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": INTERNAL_ERROR_BODY})
 
     async def _answered(
         self, handler: ExceptionHandler, exc: Exception, scope: Scope, receive: Receive, send: Send
