@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sixty_core.cache import DEFAULT_NAMESPACES, Cache, NamespaceConfig, query_key
+from sixty_core.cache import DEFAULT_NAMESPACES, Cache, NamespaceConfig, _freeze, query_key
 from sixty_core.errors import ConfigError
 
 
@@ -530,6 +532,32 @@ def test_query_key_of_a_uuid_is_its_value_and_not_its_number() -> None:
     assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [uuid.uuid4()])
     assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [deal.int])
     assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [str(deal)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=False),
+            st.text(max_size=8),
+            st.decimals(allow_nan=False, allow_infinity=False),
+            st.uuids(),
+            st.lists(st.one_of(st.integers(), st.uuids(), st.text(max_size=4)), max_size=3),
+        ),
+        max_size=4,
+    )
+)
+def test_query_key_freezes_each_parameter_as_the_general_rule_does(params: list[Any]) -> None:
+    """The key's inline handling of UUIDs and scalars gives exactly what ``_freeze`` gives
+    each parameter (keys stay what they were, whichever path froze them)."""
+    assert query_key("SELECT $1", params) == (
+        "sql",
+        "SELECT $1",
+        tuple(_freeze(p) for p in params),
+    )
 
 
 def test_query_key_freezes_unhashable_params_deterministically() -> None:
