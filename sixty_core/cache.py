@@ -90,8 +90,9 @@ def derived(value: Any, key: Hashable, compute: Callable[[], T]) -> T:
     full collections and the service's RSS crept; wrap ``value`` in a new container
     (``FrozenRows(value)``) where a result needs it.
     """
+    memo: dict[Hashable, Any]
     if isinstance(value, FrozenRows):
-        memo = cast(dict[Hashable, Any], value.__dict__)
+        memo = value.__dict__  # type: ignore[assignment]  # (not typing.cast: a Python call)
     elif isinstance(value, FrozenRow):
         try:
             memo = value._derived
