@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
 import pytest
+from asyncpg.pgproto import pgproto
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -532,6 +533,11 @@ def test_query_key_of_a_uuid_is_its_value_and_not_its_number() -> None:
     assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [uuid.uuid4()])
     assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [deal.int])
     assert query_key("SELECT $1", [deal]) != query_key("SELECT $1", [str(deal)])
+    # asyncpg's UUID type (what a row's uuid column holds) keys as the same value.
+    from_row = pgproto.UUID(str(deal))
+    assert type(from_row) is not uuid.UUID
+    assert query_key("SELECT $1", [from_row]) == query_key("SELECT $1", [deal])
+    assert query_key("SELECT $1", [[from_row]]) == query_key("SELECT $1", [[deal]])
 
 
 @settings(max_examples=200, deadline=None)
