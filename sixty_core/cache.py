@@ -563,18 +563,10 @@ def query_key(sql: str, params: Sequence[Any]) -> Hashable:
     sets become nested tuples deterministically. ``TypeError`` for another unhashable type.
     Comments and dollar-quoted strings are not parsed: bind values as parameters.
     """
-    # The two commonest kinds of parameter are frozen here, as _freeze would: every cached
-    # read builds its key, and a generator calling _freeze per parameter cost a cached
-    # deal read (two UUIDs) 0.77 µs against 0.41 µs for this loop (timeit).
-    parts: list[Hashable] = []
-    for p in params:
-        if isinstance(p, uuid.UUID):
-            parts.append(("UUID", p.int))
-        elif (kind := type(p)) in _SCALARS:
-            parts.append((kind.__qualname__, p))
-        else:
-            parts.append(_freeze(p))
-    return ("sql", _normalize_sql(sql), tuple(parts))
+    # A list comprehension, not a generator: every cached read builds its key, and a
+    # generator's set-up and resumptions cost a deal's key (two UUIDs) 0.80 µs against
+    # 0.64 µs (timeit).
+    return ("sql", _normalize_sql(sql), tuple([_freeze(p) for p in params]))
 
 
 class Memo:
