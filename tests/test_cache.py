@@ -557,8 +557,8 @@ def test_query_key_of_a_uuid_is_its_value_and_not_its_number() -> None:
     )
 )
 def test_query_key_freezes_each_parameter_as_the_general_rule_does(params: list[Any]) -> None:
-    """The key's inline handling of UUIDs and scalars gives exactly what ``_freeze`` gives
-    each parameter (keys stay what they were, whichever path froze them)."""
+    """Each parameter's part of the key is exactly what ``_freeze`` gives it, in order,
+    after the normalized SQL."""
     assert query_key("SELECT $1", params) == (
         "sql",
         "SELECT $1",
