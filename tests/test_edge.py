@@ -4,6 +4,7 @@ fault-injectable edge upstream, and the legacy and optimized clients over real H
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import uuid
@@ -719,3 +720,42 @@ async def test_optimized_client_rejects_empty_idempotency_key() -> None:
         with pytest.raises(ValueError, match="idempotency key"):
             await client.create_deal(DEAL, "")
         assert client.get_stats()["edge_calls"] == 0
+
+
+async def _failed_create(client: LegacyEdgeClient | OptimizedEdgeClient) -> str:
+    """Create against a failing edge and return the error's text, keeping nothing of it."""
+    try:
+        if isinstance(client, OptimizedEdgeClient):
+            await client.create_deal(DEAL, "key-gc")
+        else:
+            await client.create_deal(DEAL)
+    except UpstreamError as exc:
+        return str(exc)
+    raise AssertionError("the create did not fail")
+
+
+@pytest.mark.parametrize("kind", ["legacy", "optimized"])
+async def test_a_failed_create_leaves_no_cyclic_garbage_behind(serve: Serve, kind: str) -> None:
+    """Every attempt of a create fails: once the caller drops the error, its attempts' errors
+    are freed at once, never left in a reference cycle for the cycle collector (under load
+    such garbage piles up between collections and the RSS creeps)."""
+    url = await serve(create_edge_app(MemoryDealWriter(), EdgeFaults(failure_rate=1.0)))
+    client: LegacyEdgeClient | OptimizedEdgeClient = (
+        LegacyEdgeClient(url, time_scale=TIME_SCALE, sleep=SleepRecorder())
+        if kind == "legacy"
+        else optimized(url)
+    )
+    async with client:
+        gc.collect()
+        gc.disable()
+        try:
+            message = await _failed_create(client)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            cyclic = [o for o in gc.garbage if isinstance(o, Exception)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert "after 2 attempts" in message
+    assert cyclic == []

@@ -360,7 +360,9 @@ class LegacyEdgeClient(_EdgeClient):
         """
         self._require_open()
         self._stats["edge_creates"] += 1
-        last: _AttemptFailed | None = None
+        # The last failure's text only: the exception itself would hold its traceback, whose
+        # frame is this one, which holds it back (a cycle only the cycle collector frees).
+        last_failure = ""
         for attempt in range(self._max_retries + 1):
             if attempt:
                 self._stats["edge_retries"] += 1
@@ -371,11 +373,13 @@ class LegacyEdgeClient(_EdgeClient):
                     raise AuthError("edge upstream refused the credentials (HTTP 401)") from None
                 if exc.status is not None and 200 <= exc.status < 300:
                     raise UpstreamError(str(exc)) from None
-                last = exc
+                last_failure = str(exc)
             delay_s = self._retry_delay_s * 2**attempt * self._time_scale
             self._count_wait(delay_s)
             await self._sleep(delay_s)
-        raise UpstreamError(f"edge create failed after {self._max_retries + 1} attempts: {last}")
+        raise UpstreamError(
+            f"edge create failed after {self._max_retries + 1} attempts: {last_failure}"
+        )
 
 
 class OptimizedEdgeClient(_EdgeClient):
@@ -442,7 +446,7 @@ class OptimizedEdgeClient(_EdgeClient):
         in_flight = False
         try:
             async with asyncio.timeout(self._deadline_s):
-                last: _AttemptFailed | None = None
+                last_failure = ""  # its text only, as in the legacy client
                 for attempt in range(self._retries + 1):
                     if attempt:
                         self._count_wait(self._retry_delay_s)
@@ -457,7 +461,7 @@ class OptimizedEdgeClient(_EdgeClient):
                         in_flight = False
                         if _is_retryable(exc.status):
                             self._breaker.record_failure()
-                            last = exc
+                            last_failure = str(exc)
                             continue
                         self._breaker.record_success()
                         raise _refusal(exc) from None
@@ -465,7 +469,7 @@ class OptimizedEdgeClient(_EdgeClient):
                     self._breaker.record_success()
                     return deal
                 raise UpstreamError(
-                    f"edge create failed after {self._retries + 1} attempts: {last}"
+                    f"edge create failed after {self._retries + 1} attempts: {last_failure}"
                 )
         except TimeoutError:
             self._stats["edge_timeouts"] += 1
