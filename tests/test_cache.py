@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Iterator
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,7 +16,16 @@ from asyncpg.pgproto import pgproto
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sixty_core.cache import DEFAULT_NAMESPACES, Cache, NamespaceConfig, _freeze, query_key
+from sixty_core.cache import (
+    DEFAULT_NAMESPACES,
+    Cache,
+    NamespaceConfig,
+    _freeze,
+    encoded_size,
+    freeze,
+    query_key,
+    retained_bytes,
+)
 from sixty_core.errors import ConfigError
 
 
@@ -222,6 +234,135 @@ def test_many_keys_never_exceed_maxsize() -> None:
     stats = cache.get_stats()
     assert stats["namespaces"]["a"]["entries"] == 50
     assert stats["cache_evictions"] == 10_000 - 50
+
+
+def rows(n: int, note: str = "x" * 100) -> list[dict[str, Any]]:
+    """``n`` deal-like rows, each with its own strings (as rows decoded from Postgres)."""
+    return [{"id": uuid.uuid4(), "name": f"deal {i}", "notes": f"{note}{i}"} for i in range(n)]
+
+
+def test_retained_bytes_sums_each_container_and_leaf() -> None:
+    """A value's bytes are getsizeof of every container and leaf in it, nested included."""
+    row = {"id": uuid.uuid4(), "name": "Acme renewal", "tags": ["a", "bb"]}
+    expected = (
+        sys.getsizeof(row)
+        + sys.getsizeof(row["id"])
+        + sys.getsizeof(row["name"])
+        + sys.getsizeof(row["tags"])
+        + sys.getsizeof("a")
+        + sys.getsizeof("bb")
+    )
+    assert retained_bytes(row) == expected
+    assert retained_bytes(freeze([row, row])) == sys.getsizeof(freeze([row, row])) + 2 * (
+        retained_bytes(freeze(row))
+    )
+    assert retained_bytes(7) == sys.getsizeof(7)
+
+
+def test_encoded_size_is_the_json_length_or_else_the_objects_bytes() -> None:
+    """A value is charged its JSON's length as the API encodes it (UUIDs, dates, Decimal
+    as a number); one msgspec cannot encode is charged the bytes of its objects."""
+    row = freeze({"id": uuid.UUID(int=1), "value": Decimal("12.50"), "day": date(2026, 1, 2)})
+    expected = b'{"id":"00000000-0000-0000-0000-000000000001","value":12.50,"day":"2026-01-02"}'
+    assert encoded_size(row) == len(expected)
+    odd = freeze({"thing": object()})
+    assert encoded_size(odd) == retained_bytes(odd)
+
+
+def byte_bounded(max_bytes: int, maxsize: int = 1000) -> Cache:
+    return Cache([NamespaceConfig("q", maxsize, 60.0, max_bytes=max_bytes)], clock=FakeClock())
+
+
+def test_a_byte_bounded_namespace_evicts_the_least_recent_to_stay_within_its_bytes() -> None:
+    """Pages of rows fill the byte budget; each new page evicts the least recently used
+    ones, and the bytes held never pass the budget."""
+    page = freeze(rows(20))
+    budget = 3 * encoded_size(page) + encoded_size(page) // 2  # room for three pages
+    cache = byte_bounded(budget)
+    for key in range(3):
+        cache.set("q", key, freeze(rows(20)))
+    assert cache.get("q", 0)[0]  # key 0 is now the most recently used
+    cache.set("q", 3, freeze(rows(20)))
+    assert [k for k in range(4) if cache.get("q", k)[0]] == [0, 2, 3]
+    ns = cache.get_stats()["namespaces"]["q"]
+    assert (ns["entries"], ns["evictions"], ns["max_bytes"]) == (3, 1, budget)
+    assert ns["bytes"] == sum(encoded_size(cache.get("q", k)[1]) for k in (0, 2, 3))
+    assert ns["bytes"] <= budget
+
+
+def test_a_byte_bounded_namespace_still_holds_at_most_maxsize_entries() -> None:
+    """Small values under a large byte budget are still bounded by the entry count."""
+    cache = byte_bounded(10**9, maxsize=5)
+    for key in range(12):
+        cache.set("q", key, key, tags=[f"t{key}"])
+    ns = cache.get_stats()["namespaces"]["q"]
+    assert (ns["entries"], ns["evictions"]) == (5, 7)
+    assert cache.invalidate_tags(*(f"t{k}" for k in range(12))) == 5
+
+
+async def test_a_value_larger_than_the_byte_budget_is_returned_but_not_kept() -> None:
+    """A load whose value exceeds the whole budget reaches its caller, is not stored, is
+    counted, and takes an older value of its key with it (else that older value would
+    outlive a write's invalidation)."""
+    small, big = freeze(rows(1)), rows(200)
+    cache = byte_bounded(encoded_size(small) * 3)
+    cache.set("q", "k", small, tags=["deals"])
+    cache.set("q", "other", small)
+
+    async def load() -> list[dict[str, Any]]:
+        return big
+
+    got = await cache.get_or_load("q", "big", load, tags=["deals"])
+    assert [dict(r) for r in got] == big
+    assert cache.get("q", "big") == (False, None)
+    cache.set("q", "k", big, tags=["deals"])  # replaces the small value, or tries to
+    assert cache.get("q", "k") == (False, None)
+    assert cache.get("q", "other")[0]  # nothing else was evicted to make room in vain
+    stats = cache.get_stats()
+    assert (stats["cache_too_large"], stats["namespaces"]["q"]["too_large"]) == (2, 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["set", "get", "invalidate", "tags"]),
+            st.integers(0, 9),  # key
+            st.sampled_from([0, 1, 3, 10, 25]),  # rows in the value
+        ),
+        max_size=60,
+    )
+)
+def test_a_byte_bounded_namespace_holds_its_bounds_after_every_step(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    """C5 with bytes: after every set, get, invalidation and tag invalidation, the bytes
+    held are the live values' bytes, within the budget, and the entries within maxsize;
+    every value read is the last one stored under its key."""
+    budget = 3 * encoded_size(freeze(rows(20)))
+    cache = byte_bounded(budget, maxsize=4)
+    stored: dict[int, Any] = {}
+    for op, key, n in steps:
+        if op == "set":
+            stored[key] = freeze(rows(n))
+            cache.set("q", key, stored[key], tags=[f"t{key % 3}"])
+        elif op == "get":
+            hit, value = cache.get("q", key)
+            assert not hit or value is stored[key]
+        elif op == "invalidate":
+            cache.invalidate("q", key)
+        else:
+            cache.invalidate_tags(f"t{key % 3}")
+        ns = cache.get_stats()["namespaces"]["q"]
+        live = [k for k in range(10) if k in cache._store("q")]  # (no recency change)
+        assert ns["bytes"] == sum(encoded_size(stored[k]) for k in live) <= budget
+        assert ns["entries"] == len(live) <= 4
+
+
+def test_a_byte_budget_below_one_is_rejected() -> None:
+    """max_bytes must be a positive number of bytes, or None for no byte bound."""
+    with pytest.raises(ValueError, match="max_bytes"):
+        NamespaceConfig("x", 1, 1.0, max_bytes=0)
 
 
 def test_stats_count_hits_misses_and_reset() -> None:

@@ -183,11 +183,28 @@ class ComponentsCollector(Collector):
         hits = CounterMetricFamily("sixty_cache_hits", "Cache hits", labels=["namespace"])
         misses = CounterMetricFamily("sixty_cache_misses", "Cache misses", labels=["namespace"])
         entries = GaugeMetricFamily("sixty_cache_entries", "Cache entries", labels=["namespace"])
+        held = GaugeMetricFamily(
+            "sixty_cache_bytes",
+            "Bytes of values a byte-bounded namespace holds (counted as each is stored)",
+            labels=["namespace"],
+        )
+        budget = GaugeMetricFamily(
+            "sixty_cache_max_bytes", "A byte-bounded namespace's budget", labels=["namespace"]
+        )
+        too_large = CounterMetricFamily(
+            "sixty_cache_too_large",
+            "Values not kept because they exceed their namespace's byte budget",
+            labels=["namespace"],
+        )
         for name, ns in s["namespaces"].items():
             hits.add_metric([name], ns["hits"])
             misses.add_metric([name], ns["misses"])
             entries.add_metric([name], ns["entries"])
-        yield from (hits, misses, entries)
+            if ns["max_bytes"] is not None:
+                held.add_metric([name], ns["bytes"])
+                budget.add_metric([name], ns["max_bytes"])
+                too_large.add_metric([name], ns["too_large"])
+        yield from (hits, misses, entries, held, budget, too_large)
         yield _gauge(
             "sixty_cache_hit_ratio", "hits / (hits + misses), all caches", s["cache_hit_rate"]
         )

@@ -35,6 +35,7 @@ KEPT = (
     "cache_hits_total",
     "cache_misses_total",
     "cache_entries",
+    "cache_bytes",
     "pool_size",
     "pool_busy",
     "pool_idle",

@@ -65,7 +65,7 @@ async def failed_load_not_cached(stack: Stack, trial: Trial) -> None:
 
 async def bounded_caches(stack: Stack, trial: Trial, *, queries: int = 3000) -> None:
     """C5: more distinct list queries than the query cache holds; every cache stays within
-    its maxsize."""
+    its maxsize, and a byte-bounded one within its bytes."""
     owner = stack.user(1)
     for start in range(0, queries, 50):
         await asyncio.gather(
@@ -82,6 +82,11 @@ async def bounded_caches(stack: Stack, trial: Trial, *, queries: int = 3000) -> 
             ns["entries"] <= ns["maxsize"],
             f"cache {name} holds {ns['entries']} entries (maxsize {ns['maxsize']})",
         )
+        if ns["max_bytes"] is not None:
+            trial.expect(
+                ns["bytes"] <= ns["max_bytes"],
+                f"cache {name} holds {ns['bytes']} bytes (max_bytes {ns['max_bytes']})",
+            )
 
 
 def _look_alikes(token: str) -> list[str]:

@@ -85,7 +85,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario("C3", "200 concurrent cold reads", "cache", correctness.stampede, True),
     Scenario("C4", "a failed load is not cached", "cache", boundaries.failed_load_not_cached, True),
-    Scenario("C5", "caches stay within maxsize", "cache", boundaries.bounded_caches, False),
+    Scenario(
+        "C5", "caches stay within entries and bytes", "cache", boundaries.bounded_caches, False
+    ),
     Scenario("S1", "logout revokes a cached session", "auth", correctness.logout_revokes, True),
     Scenario(
         "S3", "missing, malformed, forged tokens", "auth", correctness.bad_tokens, True, ("I5",)
