@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -44,6 +44,21 @@ def _gauge(name: str, doc: str, value: float, **labels: str) -> GaugeMetricFamil
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
+
+
+def _by_label(
+    kind: type[GaugeMetricFamily | CounterMetricFamily],
+    name: str,
+    doc: str,
+    label: str,
+    rows: Iterable[tuple[str, Mapping[str, Any]]],
+    key: str,
+) -> Metric:
+    """One family with a sample per ``(label value, figures)`` of ``rows``: ``figures[key]``."""
+    metric = kind(name, doc, labels=[label])
+    for value, figures in rows:
+        metric.add_metric([value], figures[key])
+    return metric
 
 
 class ComponentsCollector(Collector):
@@ -180,31 +195,35 @@ class ComponentsCollector(Collector):
         yield health
 
     def _cache(self, s: dict[str, Any]) -> Iterator[Metric]:
-        hits = CounterMetricFamily("sixty_cache_hits", "Cache hits", labels=["namespace"])
-        misses = CounterMetricFamily("sixty_cache_misses", "Cache misses", labels=["namespace"])
-        entries = GaugeMetricFamily("sixty_cache_entries", "Cache entries", labels=["namespace"])
-        held = GaugeMetricFamily(
-            "sixty_cache_bytes",
-            "Bytes of values a byte-bounded namespace holds (counted as each is stored)",
-            labels=["namespace"],
-        )
-        budget = GaugeMetricFamily(
-            "sixty_cache_max_bytes", "A byte-bounded namespace's budget", labels=["namespace"]
-        )
-        too_large = CounterMetricFamily(
-            "sixty_cache_too_large",
-            "Values not kept because they exceed their namespace's byte budget",
-            labels=["namespace"],
-        )
-        for name, ns in s["namespaces"].items():
-            hits.add_metric([name], ns["hits"])
-            misses.add_metric([name], ns["misses"])
-            entries.add_metric([name], ns["entries"])
-            if ns["max_bytes"] is not None:
-                held.add_metric([name], ns["bytes"])
-                budget.add_metric([name], ns["max_bytes"])
-                too_large.add_metric([name], ns["too_large"])
-        yield from (hits, misses, entries, held, budget, too_large)
+        spaces = list(s["namespaces"].items())
+        bounded = [(name, ns) for name, ns in spaces if ns["max_bytes"] is not None]
+        for kind, name, doc, rows, key in (
+            (CounterMetricFamily, "sixty_cache_hits", "Cache hits", spaces, "hits"),
+            (CounterMetricFamily, "sixty_cache_misses", "Cache misses", spaces, "misses"),
+            (GaugeMetricFamily, "sixty_cache_entries", "Cache entries", spaces, "entries"),
+            (
+                GaugeMetricFamily,
+                "sixty_cache_bytes",
+                "Bytes of values a byte-bounded namespace holds (as JSON, counted when stored)",
+                bounded,
+                "bytes",
+            ),
+            (
+                GaugeMetricFamily,
+                "sixty_cache_max_bytes",
+                "A byte-bounded namespace's budget",
+                bounded,
+                "max_bytes",
+            ),
+            (
+                CounterMetricFamily,
+                "sixty_cache_too_large",
+                "Values not kept because they exceed their namespace's byte budget",
+                bounded,
+                "too_large",
+            ),
+        ):
+            yield _by_label(kind, name, doc, "namespace", rows, key)
         yield _gauge(
             "sixty_cache_hit_ratio", "hits / (hits + misses), all caches", s["cache_hit_rate"]
         )
@@ -254,28 +273,22 @@ class ComponentsCollector(Collector):
             yield family
 
     def _endpoints(self, stats: dict[str, dict[str, int]]) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "sixty_http_requests", "Requests by endpoint", labels=["endpoint"]
-        )
-        queries = CounterMetricFamily(
-            "sixty_db_queries",
-            "Statements sent to Postgres by endpoint (the X-Sixty-Queries headers summed)",
-            labels=["endpoint"],
-        )
-        lookups = CounterMetricFamily(
-            "sixty_auth_lookups", "Auth lookups by endpoint", labels=["endpoint"]
-        )
-        joined = CounterMetricFamily(
-            "sixty_cache_joined_loads",
-            "Cache loads a request waited for instead of running, by endpoint",
-            labels=["endpoint"],
-        )
-        for endpoint, figures in sorted(stats.items()):
-            requests.add_metric([endpoint], figures["requests"])
-            queries.add_metric([endpoint], figures["queries"])
-            lookups.add_metric([endpoint], figures["auth_lookups"])
-            joined.add_metric([endpoint], figures["joined_loads"])
-        yield from (requests, queries, lookups, joined)
+        rows = sorted(stats.items())
+        for name, doc, key in (
+            ("sixty_http_requests", "Requests by endpoint", "requests"),
+            (
+                "sixty_db_queries",
+                "Statements sent to Postgres by endpoint (the X-Sixty-Queries headers summed)",
+                "queries",
+            ),
+            ("sixty_auth_lookups", "Auth lookups by endpoint", "auth_lookups"),
+            (
+                "sixty_cache_joined_loads",
+                "Cache loads a request waited for instead of running, by endpoint",
+                "joined_loads",
+            ),
+        ):
+            yield _by_label(CounterMetricFamily, name, doc, "endpoint", rows, key)
 
 
 def _loop_tasks() -> int:
