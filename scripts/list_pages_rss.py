@@ -20,9 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from sixty_core.db.migrate import migrate
-from sixty_core.db.provision import connect, provision
-from sixty_core.db.seed import seed
+from sixty_core.db.workflow import StepLog, seeded_database
 from sixty_core.harness.servers import Supervisor
 from sixty_core.settings import Settings
 from sixty_core.tokens import derive_token
@@ -77,13 +75,8 @@ async def page_through(url: str, token: str, args: argparse.Namespace, pid: int)
 
 async def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    async with provision(Settings(db_backend="embedded")) as db:
-        conn = await connect(db.dsn)
-        try:
-            await migrate(conn)
-            await seed(conn, scale=args.scale, seed=args.seed)
-        finally:
-            await conn.close()
+    settings = Settings(db_backend="embedded", seed_scale=args.scale, seed=args.seed)
+    async with seeded_database(settings, log=StepLog()) as (db, _):
         supervisor = Supervisor(db.dsn, args.profile)
         supervisor.start()
         try:

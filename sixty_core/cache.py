@@ -26,7 +26,6 @@ import asyncio
 import functools
 import math
 import re
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
@@ -109,7 +108,9 @@ def derived(value: Any, key: Hashable, compute: Callable[[], T]) -> T:
         return result
 
 
-_json = msgspec.json.Encoder(decimal_format="number")
+# As the API encodes (Decimal as a number); a type msgspec does not know is sized by its
+# text instead of failing the store.
+_json = msgspec.json.Encoder(decimal_format="number", enc_hook=str)
 
 
 def encoded_size(value: Any) -> int:
@@ -117,31 +118,10 @@ def encoded_size(value: Any) -> int:
     charges for an entry when it is stored. It tracks what the entry holds: the rows, and
     the answers encoded from them and remembered on them (:func:`derived`), take a few
     times as many bytes, in proportion. msgspec measures it in about a microsecond per row
-    (``timeit``, 50 deal-like rows: 49 µs), where :func:`retained_bytes` walked every
-    object in 300-430 µs and would have slowed every list read that misses. A value msgspec
-    cannot encode is measured by :func:`retained_bytes` instead."""
-    try:
-        return len(_json.encode(value))
-    except (TypeError, msgspec.EncodeError):
-        return retained_bytes(value)
-
-
-def retained_bytes(value: Any) -> int:
-    """What a value holds, in bytes: ``sys.getsizeof`` of each container and each leaf in
-    it, recursively. A leaf shared between rows (an interned string, a small int) counts at
-    each use, so the figure errs high."""
-    size = sys.getsizeof(value)
-    if isinstance(value, dict):
-        items: Iterable[Any] = value.values()
-    elif isinstance(value, tuple | list):
-        items = value
-    else:
-        return size
-    for item in items:
-        size += (
-            retained_bytes(item) if isinstance(item, dict | tuple | list) else sys.getsizeof(item)
-        )
-    return size
+    (``timeit``, 50 deal-like rows: 49 µs), where a ``sys.getsizeof`` walk of every object
+    took 300-430 µs and would have slowed every list read that misses. A value of a type
+    msgspec does not know counts as its ``str``."""
+    return len(_json.encode(value))
 
 
 @dataclass(frozen=True, slots=True)
